@@ -1,0 +1,56 @@
+#include "pyquant/dispatch.h"
+
+namespace pyquant {
+namespace {
+
+Kernels make_table(Isa isa) {
+  Kernels k;
+  k.isa = isa;
+  // Fill every op from one ISA namespace; a lower namespace stands in where a level adds no
+  // kernel of its own for that op (the VNNI level only adds GEMM kernels).
+#define PYQUANT_USE(ns, suffix, op) \
+  k.op = ns::op;                    \
+  k.names.emplace_back(#op, #op "__" suffix);
+#define PYQUANT_USE_ALL(ns, suffix)              \
+  PYQUANT_USE(ns, suffix, f32_qs8_quantize)      \
+  PYQUANT_USE(ns, suffix, f32_qu8_quantize)      \
+  PYQUANT_USE(ns, suffix, f32_qs8_quantize_vec)  \
+  PYQUANT_USE(ns, suffix, f32_qu8_quantize_vec)  \
+  PYQUANT_USE(ns, suffix, qs8_f32_dequantize)    \
+  PYQUANT_USE(ns, suffix, qu8_f32_dequantize)    \
+  PYQUANT_USE(ns, suffix, qs8_f32_dequantize_vec) \
+  PYQUANT_USE(ns, suffix, qu8_f32_dequantize_vec) \
+  PYQUANT_USE(ns, suffix, f32_minmax)
+  switch (isa) {
+    case Isa::scalar:
+      PYQUANT_USE_ALL(ref, "scalar")
+      break;
+    case Isa::avx2:
+      PYQUANT_USE_ALL(avx2, "avx2")
+      break;
+    case Isa::avx512:
+    case Isa::avx512vnni:
+      PYQUANT_USE_ALL(avx512, "avx512")
+      break;
+  }
+#undef PYQUANT_USE_ALL
+#undef PYQUANT_USE
+  return k;
+}
+
+Kernels& table() {
+  static Kernels k = make_table(detected_isa());
+  return k;
+}
+
+}  // namespace
+
+const Kernels& kernels() { return table(); }
+
+bool set_isa(Isa isa) {
+  if (static_cast<int>(isa) > static_cast<int>(detected_isa())) return false;
+  table() = make_table(isa);
+  return true;
+}
+
+}  // namespace pyquant

@@ -1,0 +1,30 @@
+// CPU feature detection and the instruction-set level kernels are chosen for.
+#pragma once
+
+#include <string>
+
+namespace pyquant {
+
+// Ordered: each level implies every lower one.
+enum class Isa : int { scalar = 0, avx2 = 1, avx512 = 2, avx512vnni = 3 };
+
+struct CpuFeatures {
+  bool avx2 = false;      // with FMA and F16C, and the OS saving YMM state
+  bool avx512f = false;   // the OS saving ZMM/opmask state included
+  bool avx512bw = false;
+  bool avx512vl = false;
+  bool avx512dq = false;
+  bool avx512vnni = false;
+};
+
+// Read once (cpuid + xgetbv) and cached.
+const CpuFeatures& cpu_features();
+
+// The highest level this CPU and OS support.
+Isa detected_isa();
+
+const char* isa_name(Isa isa);
+// Returns false if `name` is not an ISA name.
+bool parse_isa(const std::string& name, Isa* out);
+
+}  // namespace pyquant

@@ -1,0 +1,35 @@
+// The dispatch table: for each op, the best kernel that is built and supported.
+#pragma once
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "pyquant/cpu.h"
+#include "pyquant/kernels.h"
+
+namespace pyquant {
+
+struct Kernels {
+  Isa isa = Isa::scalar;
+  QuantizeFn f32_qs8_quantize = nullptr;
+  QuantizeFn f32_qu8_quantize = nullptr;
+  QuantizeVecFn f32_qs8_quantize_vec = nullptr;
+  QuantizeVecFn f32_qu8_quantize_vec = nullptr;
+  DequantizeFn qs8_f32_dequantize = nullptr;
+  DequantizeFn qu8_f32_dequantize = nullptr;
+  DequantizeVecFn qs8_f32_dequantize_vec = nullptr;
+  DequantizeVecFn qu8_f32_dequantize_vec = nullptr;
+  MinMaxFn f32_minmax = nullptr;
+  // (op, kernel) pairs, e.g. ("f32_qs8_quantize", "f32_qs8_quantize__avx2"), for cpu_info().
+  std::vector<std::pair<std::string, std::string>> names;
+};
+
+// The table in use. Filled for the detected ISA on first use.
+const Kernels& kernels();
+
+// Refill the table for `isa`. Returns false (and changes nothing) if the CPU lacks it.
+// Not safe to call while kernels run on other threads.
+bool set_isa(Isa isa);
+
+}  // namespace pyquant

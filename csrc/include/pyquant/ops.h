@@ -1,0 +1,37 @@
+// Multi-threaded ops over whole tensors: shape logic, work split, kernel choice.
+// Inputs are validated by the caller (bindings.cpp); ops only report data-dependent failures.
+#pragma once
+
+#include <cstdint>
+
+namespace pyquant {
+
+enum class Status { ok, nan_in_input, inf_in_input, range_overflow };
+const char* status_message(Status s);
+
+enum class QDtype { s8, u8 };
+
+// How scales map onto x, viewed as [outer, channels, inner] around the quantization axis.
+struct QLayout {
+  enum class Mode { per_tensor, per_axis, blocked };
+  Mode mode = Mode::per_tensor;
+  int64_t outer = 1, channels = 1, inner = 1;
+  int64_t block_size = 0;                // blocked: elements along the axis sharing one scale
+  const float* scale = nullptr;          // per_tensor: 1; per_axis: channels;
+                                         // blocked: outer * ceil(channels / block_size) * inner
+  const int32_t* zero_point = nullptr;   // same count as scale, or null for all zero
+  int64_t numel() const { return outer * channels * inner; }
+};
+
+Status quantize(const float* x, void* y, QDtype dtype, const QLayout& layout);
+void dequantize(const void* q, QDtype dtype, float* y, const QLayout& layout);
+
+// ONNX DynamicQuantizeLinear for u8 (range widened to include 0); symmetric absmax / 127 for s8.
+// x is [rows, cols]; each row gets its own scale and zero point (rows = 1: per tensor).
+Status dynamic_quantize(const float* x, void* y, QDtype dtype, int64_t rows, int64_t cols,
+                        float* scale, int32_t* zero_point);
+
+// The scale and zero point dynamic_quantize derives from a row's min and max.
+Status dynamic_qparams(float min, float max, QDtype dtype, float* scale, int32_t* zero_point);
+
+}  // namespace pyquant

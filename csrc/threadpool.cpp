@@ -1,0 +1,106 @@
+#include "pyquant/threadpool.h"
+
+#include <immintrin.h>
+
+namespace pyquant {
+namespace {
+
+thread_local bool in_pool_worker = false;
+// Workers spin this many pause loops (~tens of microseconds) before sleeping, so the
+// back-to-back calls of a model's layers do not pay a futex wake-up each.
+constexpr int kSpinIterations = 20000;
+
+}  // namespace
+
+ThreadPool& ThreadPool::global() {
+  // Leaked on purpose: joining threads from a static destructor at interpreter exit can hang.
+  static ThreadPool* pool = new ThreadPool();
+  return *pool;
+}
+
+ThreadPool::~ThreadPool() { stop_workers(); }
+
+void ThreadPool::set_num_threads(int n) {
+  if (n < 1) n = 1;
+  std::lock_guard<std::mutex> guard(run_mu_);
+  if (n == num_threads_) return;
+  stop_workers();
+  start_workers(n - 1);
+  num_threads_ = n;
+}
+
+void ThreadPool::start_workers(int n) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = false;
+  }
+  for (int i = 0; i < n; ++i) workers_.emplace_back([this] { worker_loop(); });
+}
+
+void ThreadPool::stop_workers() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  work_cv_.notify_all();
+  for (std::thread& t : workers_) t.join();
+  workers_.clear();
+}
+
+void ThreadPool::drain() {
+  for (int64_t t = next_.fetch_add(1); t < num_tasks_; t = next_.fetch_add(1)) (*fn_)(t);
+}
+
+void ThreadPool::worker_loop() {
+  in_pool_worker = true;
+  uint64_t seen = generation_.load();
+  for (;;) {
+    for (int i = 0; i < kSpinIterations && generation_.load(std::memory_order_acquire) == seen; ++i)
+      _mm_pause();
+    std::unique_lock<std::mutex> lock(mu_);
+    work_cv_.wait(lock, [&] { return stop_ || generation_.load() != seen; });
+    if (stop_) return;
+    seen = generation_.load();
+    if (!open_) continue;  // woke too late: that job is finished
+    active_.fetch_add(1);
+    lock.unlock();
+    drain();
+    lock.lock();
+    if (active_.fetch_sub(1) == 1) done_cv_.notify_all();
+  }
+}
+
+void ThreadPool::run(int64_t num_tasks, const std::function<void(int64_t)>& fn) {
+  if (num_tasks <= 0) return;
+  if (num_tasks == 1 || in_pool_worker || workers_.empty() || !run_mu_.try_lock()) {
+    for (int64_t t = 0; t < num_tasks; ++t) fn(t);
+    return;
+  }
+  std::lock_guard<std::mutex> guard(run_mu_, std::adopt_lock);
+  if (workers_.empty()) {  // set_num_threads(1) raced in before we took run_mu_
+    for (int64_t t = 0; t < num_tasks; ++t) fn(t);
+    return;
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    fn_ = &fn;
+    num_tasks_ = num_tasks;
+    next_.store(0);
+    open_ = true;
+    generation_.fetch_add(1, std::memory_order_release);
+  }
+  work_cv_.notify_all();
+  drain();
+  std::unique_lock<std::mutex> lock(mu_);
+  open_ = false;  // no worker joins from here on; wait for those inside
+  done_cv_.wait(lock, [&] { return active_.load() == 0; });
+}
+
+int64_t num_tasks_for(int64_t work, int64_t grain) {
+  const int64_t threads = ThreadPool::global().num_threads();
+  int64_t tasks = grain > 0 ? work / grain : threads;
+  if (tasks > threads) tasks = threads;
+  return tasks < 1 ? 1 : tasks;
+}
+
+}  // namespace pyquant

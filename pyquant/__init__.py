@@ -1,0 +1,23 @@
+"""pyquant: C++-accelerated model compression for PyTorch.
+
+Kernels are chosen once at import for the best instruction set this CPU supports;
+``PYQUANT_ISA=scalar|avx2|avx512|avx512vnni`` may force a lower one.
+"""
+
+from __future__ import annotations
+
+import os as _os
+import warnings as _warnings
+
+from pyquant import _C
+from pyquant import ops, reference
+from pyquant._runtime import cpu_info, get_num_threads, set_isa, set_num_threads
+
+__all__ = ["cpu_info", "get_num_threads", "ops", "reference", "set_isa", "set_num_threads"]
+__version__ = "0.1.0"
+
+if "PYQUANT_ISA" in _os.environ:
+    try:
+        set_isa(_os.environ["PYQUANT_ISA"])
+    except ValueError as _err:
+        _warnings.warn(f"PYQUANT_ISA ignored: {_err}", RuntimeWarning, stacklevel=2)

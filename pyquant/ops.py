@@ -1,0 +1,390 @@
+"""Typed wrappers over the native kernels.
+
+Every op takes torch tensors (or numpy arrays), returns torch tensors, validates its input
+before any work and raises ``TypeError`` (wrong dtype) or ``ValueError`` (anything else) with a
+message that names the argument. Conversions to the kernels are zero-copy; ``out=`` lets a
+caller reuse a buffer (fresh outputs above ~32 MB page-fault on every call).
+
+Semantics are ONNX's QuantizeLinear / DequantizeLinear / DynamicQuantizeLinear:
+``q = saturate(round_half_to_even(x / scale) + zero_point)`` with a true float32 division, and
+``x = (q - zero_point) * scale``. Zero points are returned as int32 tensors.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+
+from pyquant import _C, _runtime
+
+__all__ = ["choose_qparams", "dequantize", "dynamic_quantize", "quantize"]
+
+TensorLike = Union[torch.Tensor, np.ndarray]
+_QRANGE = {torch.int8: (-128, 127), torch.uint8: (0, 255)}
+_MODE_PER_TENSOR, _MODE_PER_AXIS, _MODE_BLOCKED = 0, 1, 2
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def _as_tensor(x: TensorLike, name: str) -> torch.Tensor:
+    if isinstance(x, np.ndarray):
+        return torch.from_numpy(x)
+    if isinstance(x, torch.Tensor):
+        return x
+    raise TypeError(f"{name} must be a torch.Tensor or numpy.ndarray, got {type(x).__name__}")
+
+
+def _check_input(x: torch.Tensor, name: str, dtypes: Sequence[torch.dtype]) -> None:
+    if x.dtype not in dtypes:
+        want = " or ".join(str(d) for d in dtypes)
+        raise TypeError(f"{name} must have dtype {want}, got {x.dtype}")
+    if x.device.type != "cpu":
+        raise ValueError(f"{name} must be on the CPU, got device {x.device}")
+    if not x.is_contiguous():
+        raise ValueError(f"{name} must be contiguous (call .contiguous()), got strides {x.stride()}")
+
+
+def _check_qdtype(dtype: torch.dtype) -> None:
+    if dtype not in _QRANGE:
+        raise TypeError(f"dtype must be torch.int8 or torch.uint8, got {dtype}")
+
+
+def _normalize_axis(axis: int, ndim: int) -> int:
+    if not isinstance(axis, int) or isinstance(axis, bool):
+        raise TypeError(f"axis must be an int, got {type(axis).__name__}")
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"axis must be in [{-ndim}, {ndim - 1}] for a {ndim}-d input, got {axis}")
+    return axis % ndim
+
+
+def _scale_tensor(scale, name: str = "scale") -> torch.Tensor:
+    if isinstance(scale, (int, float)) and not isinstance(scale, bool):
+        s = torch.tensor(float(scale), dtype=torch.float32)
+    else:
+        s = _as_tensor(scale, name)
+        if not s.is_floating_point():
+            raise TypeError(f"{name} must be a float or a floating-point tensor, got {s.dtype}")
+        s = s.detach().to(torch.float32)
+    if s.numel() and not bool(torch.all(torch.isfinite(s) & (s > 0))):
+        bad = s[~(torch.isfinite(s) & (s > 0))].flatten()[0].item()
+        raise ValueError(f"{name} must be finite and > 0, got {bad}")
+    return s.contiguous()
+
+
+def _zero_point_tensor(zero_point, dtype: torch.dtype, like: torch.Tensor) -> Optional[torch.Tensor]:
+    """int32 zero points shaped like the scale, or None when all are zero."""
+    qmin, qmax = _QRANGE[dtype]
+    if isinstance(zero_point, (int, np.integer)) and not isinstance(zero_point, bool):
+        zp = int(zero_point)
+        if not qmin <= zp <= qmax:
+            raise ValueError(f"zero_point must be in [{qmin}, {qmax}] for {dtype}, got {zp}")
+        return None if zp == 0 else torch.full(like.shape, zp, dtype=torch.int32)
+    z = _as_tensor(zero_point, "zero_point").detach()
+    if z.is_floating_point() or z.dtype == torch.bool or z.is_complex():
+        raise TypeError(f"zero_point must be an int or an integer tensor, got {z.dtype}")
+    if z.numel() == 1 and like.numel() != 1:
+        return _zero_point_tensor(int(z.item()), dtype, like)
+    if z.shape != like.shape:
+        raise ValueError(f"zero_point must have the scale's shape {tuple(like.shape)}, got {tuple(z.shape)}")
+    if z.numel() and (int(z.min()) < qmin or int(z.max()) > qmax):
+        raise ValueError(f"zero_point must be in [{qmin}, {qmax}] for {dtype}, got values in "
+                         f"[{int(z.min())}, {int(z.max())}]")
+    return z.to(torch.int32).contiguous()
+
+
+def _layout(shape: torch.Size, scale: torch.Tensor, axis, block_size):
+    """Map (scale, axis, block_size) onto the kernel's [outer, channels, inner] view."""
+    ndim = len(shape)
+    if block_size is None:
+        if axis is None:
+            if scale.numel() != 1:
+                raise ValueError(f"scale has {scale.numel()} elements: pass axis= for per-axis "
+                                 "quantization, or a single scale for per-tensor")
+            return _MODE_PER_TENSOR, 1, math.prod(shape), 1, 0, scale.reshape(1)
+        if ndim == 0:
+            raise ValueError("axis cannot be used with a 0-d input")
+        a = _normalize_axis(axis, ndim)
+        if scale.ndim != 1 or scale.numel() != shape[a]:
+            raise ValueError(f"scale must be 1-d with {shape[a]} elements (x.shape[{axis}]) for "
+                             f"per-axis quantization, got shape {tuple(scale.shape)}")
+        return (_MODE_PER_AXIS, math.prod(shape[:a]), shape[a], math.prod(shape[a + 1:]), 0, scale)
+    if axis is None:
+        raise ValueError("block_size needs axis= (the dimension the blocks run along)")
+    if not isinstance(block_size, int) or isinstance(block_size, bool) or block_size < 1:
+        raise ValueError(f"block_size must be an int >= 1, got {block_size!r}")
+    if ndim == 0:
+        raise ValueError("block_size cannot be used with a 0-d input")
+    a = _normalize_axis(axis, ndim)
+    expected = list(shape)
+    expected[a] = -(-shape[a] // block_size)
+    if list(scale.shape) != expected:
+        raise ValueError(f"scale must have shape {tuple(expected)} for block_size={block_size} "
+                         f"along axis {axis} of an input of shape {tuple(shape)}, got "
+                         f"{tuple(scale.shape)}")
+    return (_MODE_BLOCKED, math.prod(shape[:a]), shape[a], math.prod(shape[a + 1:]), block_size,
+            scale)
+
+
+def _out_tensor(out, shape, dtype, name="out") -> torch.Tensor:
+    if out is None:
+        return torch.empty(shape, dtype=dtype)
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(out).__name__}")
+    if out.dtype != dtype:
+        raise TypeError(f"{name} must have dtype {dtype}, got {out.dtype}")
+    if out.shape != shape:
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(out.shape)}")
+    if not out.is_contiguous() or out.device.type != "cpu":
+        raise ValueError(f"{name} must be a contiguous CPU tensor")
+    return out
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().numpy()
+
+
+# ----------------------------------------------------------------------------- ops
+
+
+def quantize(x: TensorLike, scale, zero_point=0, *, axis: Optional[int] = None,
+             block_size: Optional[int] = None, dtype: torch.dtype = torch.int8,
+             out: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Quantize float32 ``x`` to int8/uint8 (ONNX QuantizeLinear).
+
+    ``q = saturate(round_half_to_even(x / scale) + zero_point)``; +-Inf saturate.
+
+    Args:
+        x: float32 tensor, contiguous, on the CPU.
+        scale: per tensor, a positive float or a 1-element tensor; per axis (``axis`` given), a
+            1-d tensor of ``x.shape[axis]`` scales; blocked (``block_size`` given), a tensor of
+            x's shape with ``shape[axis]`` replaced by ``ceil(shape[axis] / block_size)``.
+        zero_point: an int, or an integer tensor shaped like ``scale``; within the dtype's range.
+        axis: the quantization axis for per-axis and blocked quantization.
+        block_size: consecutive elements along ``axis`` that share one scale.
+        dtype: ``torch.int8`` or ``torch.uint8``.
+        out: optional preallocated output of x's shape and ``dtype``.
+
+    Returns:
+        The quantized tensor (``out`` if given).
+
+    Raises:
+        TypeError: x is not float32, dtype is not int8/uint8, zero_point not integer.
+        ValueError: non-contiguous input, mismatched shapes, scale <= 0 or not finite, zero point
+            out of range, axis out of range, and x containing NaN (there is no integer for NaN;
+            ``out`` is then partly written).
+    """
+    x = _as_tensor(x, "x")
+    _check_input(x, "x", (torch.float32,))
+    _check_qdtype(dtype)
+    s = _scale_tensor(scale)
+    mode, outer, channels, inner, bs, s = _layout(x.shape, s, axis, block_size)
+    zp = _zero_point_tensor(zero_point, dtype, s)
+    y = _out_tensor(out, x.shape, dtype)
+    _runtime._sync_threads()
+    _C.quantize(_np(x).reshape(-1), _np(y).reshape(-1), mode, outer, channels, inner, bs,
+                _np(s).reshape(-1), None if zp is None else _np(zp).reshape(-1))
+    return y
+
+
+def dequantize(q: TensorLike, scale, zero_point=0, *, axis: Optional[int] = None,
+               block_size: Optional[int] = None, out: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Dequantize int8/uint8 ``q`` to float32 (ONNX DequantizeLinear): ``(q - zero_point) * scale``.
+
+    Args and granularities are those of :func:`quantize`; ``out`` is a float32 buffer.
+
+    Returns:
+        float32 tensor of q's shape (``out`` if given).
+
+    Raises:
+        TypeError: q is not int8/uint8. ValueError: as for :func:`quantize`.
+    """
+    q = _as_tensor(q, "q")
+    _check_input(q, "q", (torch.int8, torch.uint8))
+    s = _scale_tensor(scale)
+    mode, outer, channels, inner, bs, s = _layout(q.shape, s, axis, block_size)
+    zp = _zero_point_tensor(zero_point, q.dtype, s)
+    y = _out_tensor(out, q.shape, torch.float32)
+    _runtime._sync_threads()
+    _C.dequantize(_np(q).reshape(-1), _np(y).reshape(-1), mode, outer, channels, inner, bs,
+                  _np(s).reshape(-1), None if zp is None else _np(zp).reshape(-1))
+    return y
+
+
+def dynamic_quantize(x: TensorLike, *, dtype: torch.dtype = torch.uint8, axis: Optional[int] = None,
+                     out: Optional[torch.Tensor] = None
+                     ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Quantize with a range read from the data (ONNX DynamicQuantizeLinear).
+
+    uint8: ``scale = (max(x_max, 0) - min(x_min, 0)) / 255``,
+    ``zero_point = saturate(round(-min(x_min, 0) / scale))``, exactly as ONNX.
+    int8: symmetric, ``scale = max|x| / 127``, zero point 0. An all-zero range gets scale 1.
+
+    Args:
+        x: float32 tensor, contiguous, finite.
+        dtype: ``torch.uint8`` (default, asymmetric) or ``torch.int8`` (symmetric).
+        axis: None for one range over the whole tensor; else one range per slice
+            ``x.select(axis, i)``. For ``axis=0`` (and any axis with only size-1 dims before it:
+            per row / per token) the range is found and applied while the row is in cache: one
+            pass over memory.
+        out: optional preallocated quantized output.
+
+    Returns:
+        (q, scale, zero_point): q of x's shape; scale float32 and zero_point int32, 0-d per
+        tensor or 1-d of ``x.shape[axis]`` per axis.
+
+    Raises:
+        TypeError: wrong dtype. ValueError: NaN or Inf in x, non-contiguous, empty slice.
+    """
+    x = _as_tensor(x, "x")
+    _check_input(x, "x", (torch.float32,))
+    _check_qdtype(dtype)
+    y = _out_tensor(out, x.shape, dtype)
+    _runtime._sync_threads()
+    if axis is None:
+        scale = torch.empty(1, dtype=torch.float32)
+        zp = torch.empty(1, dtype=torch.int32)
+        _C.dynamic_quantize(_np(x).reshape(-1), _np(y).reshape(-1), 1, x.numel(), _np(scale), _np(zp))
+        return y, scale.reshape(()), zp.reshape(())
+    if x.ndim == 0:
+        raise ValueError("axis cannot be used with a 0-d input")
+    a = _normalize_axis(axis, x.ndim)
+    rows = x.shape[a]
+    if math.prod(x.shape[:a]) == 1:  # each slice is contiguous: fused range + quantize per row
+        scale = torch.empty(rows, dtype=torch.float32)
+        zp = torch.empty(rows, dtype=torch.int32)
+        if rows:
+            _C.dynamic_quantize(_np(x).reshape(-1), _np(y).reshape(-1), rows, x.numel() // rows,
+                                _np(scale), _np(zp))
+        return y, scale, zp
+    # Strided slices: per-channel range by torch, then the per-axis kernel.
+    if x.numel() and not bool(torch.isfinite(x).all()):
+        raise ValueError("x contains NaN or Inf")
+    dims = [d for d in range(x.ndim) if d != a]
+    lo = torch.clamp(x.amin(dim=dims), max=0.0) if dtype == torch.uint8 else x.amin(dim=dims)
+    hi = torch.clamp(x.amax(dim=dims), min=0.0) if dtype == torch.uint8 else x.amax(dim=dims)
+    scale, zp = _qparams_from_range(lo, hi, dtype, symmetric=dtype == torch.int8)
+    quantize(x, scale, zp, axis=a, dtype=dtype, out=y)
+    return y, scale, zp
+
+
+def _qparams_from_range(lo: torch.Tensor, hi: torch.Tensor, dtype: torch.dtype, symmetric: bool
+                        ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """float32 scale and int32 zero point that cover [lo, hi] (widened to include 0)."""
+    qmin, qmax = _QRANGE[dtype]
+    lo = torch.clamp(lo.to(torch.float32), max=0.0)
+    hi = torch.clamp(hi.to(torch.float32), min=0.0)
+    if symmetric:
+        amax = torch.maximum(-lo, hi)
+        if dtype == torch.int8:
+            scale = amax / 127.0
+            zp = torch.zeros_like(amax, dtype=torch.int32)
+        else:  # uint8 symmetric: centred on 128
+            scale = amax / 127.5
+            zp = torch.full_like(amax, 128, dtype=torch.int32)
+    else:
+        scale = (hi - lo) / float(qmax - qmin)
+        zp_f = torch.clamp(qmin - lo / torch.where(scale > 0, scale, 1.0), qmin, qmax)
+        zp = torch.round(zp_f).to(torch.int32)
+    zero = scale == 0
+    if bool(zero.any()):
+        scale = torch.where(zero, torch.ones_like(scale), scale)
+        zp = torch.where(zero, torch.zeros_like(zp) + (128 if symmetric and dtype == torch.uint8 else 0), zp)
+    if not bool(torch.isfinite(scale).all()):
+        raise ValueError("x has a range that overflows float32")
+    return scale, zp
+
+
+def choose_qparams(x: TensorLike, *, dtype: torch.dtype = torch.int8, symmetric: bool = True,
+                   axis: Optional[int] = None, method: str = "minmax", percentile: float = 99.99,
+                   num_candidates: int = 100) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Analyse the distribution of ``x`` and pick a quantization range (calibration).
+
+    Args:
+        x: float32 tensor, finite.
+        dtype: ``torch.int8`` or ``torch.uint8``.
+        symmetric: range centred on zero (zero point 0 for int8, 128 for uint8).
+        axis: None for one range, else one range per slice along ``axis`` (per channel).
+        method: ``"minmax"`` (the full observed range), ``"percentile"`` (clip the tails at
+            ``percentile``; outliers saturate) or ``"mse"`` (search ``num_candidates`` clipping
+            ranges and keep the one with the least squared quantization error).
+        percentile: for ``"percentile"``, in (0, 100].
+        num_candidates: for ``"mse"``, the number of clipping ratios tried in (0, 1].
+
+    Returns:
+        (scale, zero_point): float32 and int32; 0-d, or 1-d of ``x.shape[axis]``. Feed them to
+        :func:`quantize` with the same ``axis``.
+
+    Raises:
+        TypeError: wrong dtype. ValueError: empty, NaN/Inf, unknown method, bad percentile.
+    """
+    x = _as_tensor(x, "x")
+    _check_input(x, "x", (torch.float32,))
+    _check_qdtype(dtype)
+    if x.numel() == 0:
+        raise ValueError("x must not be empty")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError("x contains NaN or Inf")
+    if method not in ("minmax", "percentile", "mse"):
+        raise ValueError(f"method must be 'minmax', 'percentile' or 'mse', got {method!r}")
+    if axis is None:
+        flat = x.reshape(1, -1)
+    else:
+        a = _normalize_axis(axis, x.ndim)
+        flat = x.movedim(a, 0).reshape(x.shape[a], -1)
+    if method == "minmax":
+        lo, hi = flat.amin(dim=1), flat.amax(dim=1)
+    elif method == "percentile":
+        if not 0.0 < percentile <= 100.0:
+            raise ValueError(f"percentile must be in (0, 100], got {percentile}")
+        lo, hi = _percentile_range(flat, percentile, symmetric)
+    else:
+        if num_candidates < 1:
+            raise ValueError(f"num_candidates must be >= 1, got {num_candidates}")
+        lo, hi = _mse_range(flat, dtype, symmetric, num_candidates)
+    scale, zp = _qparams_from_range(lo, hi, dtype, symmetric)
+    if axis is None:
+        return scale.reshape(()), zp.reshape(())
+    return scale, zp
+
+
+def _kth(values: torch.Tensor, q: float, largest: bool) -> torch.Tensor:
+    """Per-row order statistic at fraction q (0..1) from the top (largest) or the bottom."""
+    n = values.shape[1]
+    k = min(n, max(1, int(math.ceil(q * n))))
+    if largest:
+        return torch.kthvalue(values, n - k + 1, dim=1).values
+    return torch.kthvalue(values, k, dim=1).values
+
+
+def _percentile_range(flat: torch.Tensor, percentile: float, symmetric: bool):
+    p = percentile / 100.0
+    if symmetric:
+        amax = _kth(flat.abs(), p, largest=False)
+        return -amax, amax
+    tail = (1.0 - p) / 2.0
+    return _kth(flat, tail, largest=False), _kth(flat, 1.0 - tail, largest=False)
+
+
+def _mse_range(flat: torch.Tensor, dtype: torch.dtype, symmetric: bool, num_candidates: int):
+    lo_full, hi_full = flat.amin(dim=1), flat.amax(dim=1)
+    best_err = torch.full_like(lo_full, float("inf"))
+    best_lo, best_hi = lo_full.clone(), hi_full.clone()
+    rows = flat.shape[0]
+    for i in range(num_candidates):
+        ratio = (i + 1) / num_candidates
+        lo, hi = lo_full * ratio, hi_full * ratio
+        scale, zp = _qparams_from_range(lo, hi, dtype, symmetric)
+        axis = 0 if rows > 1 else None
+        s = scale if rows > 1 else scale.reshape(())
+        z = zp if rows > 1 else zp.reshape(())
+        q = quantize(flat, s, z, axis=axis, dtype=dtype)
+        err = (dequantize(q, s, z, axis=axis) - flat).pow_(2).sum(dim=1)
+        better = err < best_err
+        best_err = torch.where(better, err, best_err)
+        best_lo = torch.where(better, lo, best_lo)
+        best_hi = torch.where(better, hi, best_hi)
+    return best_lo, best_hi

@@ -1,0 +1,75 @@
+"""Plain-PyTorch reference of every op: the definitions the kernels are tested against.
+
+Written for clarity, not speed, straight from the ONNX operator definitions: a true float32
+division, then round half to even (``torch.round``), then saturation.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+
+_QRANGE = {torch.int8: (-128, 127), torch.uint8: (0, 255)}
+
+
+def _expand(param: torch.Tensor, shape, axis: Optional[int], block_size: Optional[int]) -> torch.Tensor:
+    """Broadcast a per-tensor / per-axis / blocked parameter to the input's shape."""
+    param = torch.as_tensor(param)
+    if axis is None or param.numel() == 1:
+        return param.reshape(())
+    ndim = len(shape)
+    axis = axis % ndim
+    if block_size is None:
+        view = [1] * ndim
+        view[axis] = shape[axis]
+        return param.reshape(view)
+    return param.repeat_interleave(block_size, dim=axis).narrow(axis, 0, shape[axis])
+
+
+def quantize(x: torch.Tensor, scale, zero_point=0, *, axis: Optional[int] = None,
+             block_size: Optional[int] = None, dtype: torch.dtype = torch.int8) -> torch.Tensor:
+    """ONNX QuantizeLinear: saturate(round_half_to_even(x / scale) + zero_point)."""
+    qmin, qmax = _QRANGE[dtype]
+    s = _expand(torch.as_tensor(scale, dtype=torch.float32), x.shape, axis, block_size)
+    z = _expand(torch.as_tensor(zero_point), x.shape, axis, block_size).to(torch.float32)
+    return torch.clamp(torch.round(x / s) + z, qmin, qmax).to(dtype)
+
+
+def dequantize(q: torch.Tensor, scale, zero_point=0, *, axis: Optional[int] = None,
+               block_size: Optional[int] = None) -> torch.Tensor:
+    """ONNX DequantizeLinear: (q - zero_point) * scale, in float32."""
+    s = _expand(torch.as_tensor(scale, dtype=torch.float32), q.shape, axis, block_size)
+    z = _expand(torch.as_tensor(zero_point), q.shape, axis, block_size).to(torch.int32)
+    return (q.to(torch.int32) - z).to(torch.float32) * s
+
+
+def dynamic_qparams(x_min: torch.Tensor, x_max: torch.Tensor, dtype: torch.dtype
+                    ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Scale and zero point of ONNX DynamicQuantizeLinear (uint8) or symmetric int8."""
+    x_min = x_min.to(torch.float32)
+    x_max = x_max.to(torch.float32)
+    if dtype == torch.uint8:
+        lo = torch.clamp(x_min, max=0.0)
+        hi = torch.clamp(x_max, min=0.0)
+        scale = (hi - lo) / 255.0
+        safe = torch.where(scale == 0, torch.ones_like(scale), scale)
+        zp = torch.round(torch.clamp(0.0 - lo / safe, 0.0, 255.0)).to(torch.int32)
+        return safe, torch.where(scale == 0, torch.zeros_like(zp), zp)
+    amax = torch.maximum(-x_min, x_max)
+    scale = amax / 127.0
+    return torch.where(scale == 0, torch.ones_like(scale), scale), torch.zeros_like(scale, dtype=torch.int32)
+
+
+def dynamic_quantize(x: torch.Tensor, *, dtype: torch.dtype = torch.uint8, axis: Optional[int] = None
+                     ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """ONNX DynamicQuantizeLinear (uint8) / symmetric int8, per tensor or per slice along axis."""
+    if axis is None:
+        x_min = x.min() if x.numel() else torch.tensor(0.0)
+        x_max = x.max() if x.numel() else torch.tensor(0.0)
+        scale, zp = dynamic_qparams(x_min, x_max, dtype)
+        return quantize(x, scale, zp, dtype=dtype), scale, zp
+    axis = axis % x.ndim
+    dims = [d for d in range(x.ndim) if d != axis]
+    scale, zp = dynamic_qparams(x.amin(dim=dims), x.amax(dim=dims), dtype)
+    return quantize(x, scale, zp, axis=axis, dtype=dtype), scale, zp
