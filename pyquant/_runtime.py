@@ -14,10 +14,21 @@ def cpu_info() -> dict:
 
     Returns:
         dict with ``detected_isa`` (the best the CPU and OS support), ``isa`` (the one in use),
+        ``supported_isas`` (every level that can be forced),
         ``features`` (cpuid flags), ``kernels`` (op name -> kernel name) and ``num_threads``.
     """
     _sync_threads()
-    return _C.cpu_info()
+    info = _C.cpu_info()
+    info["supported_isas"] = supported_isas()
+    return info
+
+
+ISA_LEVELS = ("scalar", "avx2", "avx512", "avx512vnni")
+
+
+def supported_isas() -> list:
+    """The ISA levels this CPU can run, lowest first (any of them can be passed to set_isa)."""
+    return list(ISA_LEVELS[: ISA_LEVELS.index(_C.detected_isa()) + 1])
 
 
 def set_isa(isa: str) -> None:

@@ -83,10 +83,12 @@ def _zero_point_tensor(zero_point, dtype: torch.dtype, like: torch.Tensor) -> Op
         if not qmin <= zp <= qmax:
             raise ValueError(f"zero_point must be in [{qmin}, {qmax}] for {dtype}, got {zp}")
         return None if zp == 0 else torch.full(like.shape, zp, dtype=torch.int32)
+    if isinstance(zero_point, (float, bool)):
+        raise TypeError(f"zero_point must be an int or an integer tensor, got {zero_point!r}")
     z = _as_tensor(zero_point, "zero_point").detach()
     if z.is_floating_point() or z.dtype == torch.bool or z.is_complex():
         raise TypeError(f"zero_point must be an int or an integer tensor, got {z.dtype}")
-    if z.numel() == 1 and like.numel() != 1:
+    if z.numel() == 1:
         return _zero_point_tensor(int(z.item()), dtype, like)
     if z.shape != like.shape:
         raise ValueError(f"zero_point must have the scale's shape {tuple(like.shape)}, got {tuple(z.shape)}")
@@ -263,7 +265,7 @@ def dynamic_quantize(x: TensorLike, *, dtype: torch.dtype = torch.uint8, axis: O
     # Strided slices: per-channel range by torch, then the per-axis kernel.
     if x.numel() and not bool(torch.isfinite(x).all()):
         raise ValueError("x contains NaN or Inf")
-    dims = [d for d in range(x.ndim) if d != a]
+    dims = [d for d in range(x.ndim) if d != a]  # non-empty: some dim before a exceeds 1
     lo = torch.clamp(x.amin(dim=dims), max=0.0) if dtype == torch.uint8 else x.amin(dim=dims)
     hi = torch.clamp(x.amax(dim=dims), min=0.0) if dtype == torch.uint8 else x.amax(dim=dims)
     scale, zp = _qparams_from_range(lo, hi, dtype, symmetric=dtype == torch.int8)

@@ -71,5 +71,11 @@ def dynamic_quantize(x: torch.Tensor, *, dtype: torch.dtype = torch.uint8, axis:
         return quantize(x, scale, zp, dtype=dtype), scale, zp
     axis = axis % x.ndim
     dims = [d for d in range(x.ndim) if d != axis]
-    scale, zp = dynamic_qparams(x.amin(dim=dims), x.amax(dim=dims), dtype)
+    if not dims:  # amin(dim=[]) would reduce everything
+        x_min = x_max = x
+    elif x.numel() == 0:
+        x_min = x_max = torch.zeros(x.shape[axis])
+    else:
+        x_min, x_max = x.amin(dim=dims), x.amax(dim=dims)
+    scale, zp = dynamic_qparams(x_min, x_max, dtype)
     return quantize(x, scale, zp, axis=axis, dtype=dtype), scale, zp

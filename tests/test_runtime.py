@@ -1,0 +1,87 @@
+"""Dispatch, ISA forcing and the thread-count settings."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import pyquant
+
+SUPPORTED_ISAS = pyquant.supported_isas()
+
+
+def test_cpu_info_names_a_kernel_for_every_op():
+    info = pyquant.cpu_info()
+    assert info["detected_isa"] == SUPPORTED_ISAS[-1]
+    assert info["kernels"]["f32_qs8_quantize"].startswith("f32_qs8_quantize__")
+    assert all(name.startswith(op + "__") for op, name in info["kernels"].items())
+
+
+@pytest.mark.parametrize("isa_name", SUPPORTED_ISAS)
+def test_set_isa_switches_kernels(isa_name):
+    try:
+        pyquant.set_isa(isa_name)
+        info = pyquant.cpu_info()
+        assert info["isa"] == isa_name
+        suffix = "avx512" if isa_name == "avx512vnni" else isa_name
+        assert info["kernels"]["f32_qu8_quantize"] == f"f32_qu8_quantize__{suffix}"
+    finally:
+        pyquant.set_isa(SUPPORTED_ISAS[-1])
+
+
+def test_set_isa_refuses_unknown_and_higher_levels():
+    with pytest.raises(ValueError, match="isa must be one of"):
+        pyquant.set_isa("sse9")
+    order = ["scalar", "avx2", "avx512", "avx512vnni"]
+    above = order[len(SUPPORTED_ISAS):]
+    for name in above:
+        with pytest.raises(ValueError, match="not supported by this CPU"):
+            pyquant.set_isa(name)
+    assert pyquant.cpu_info()["isa"] == SUPPORTED_ISAS[-1]
+
+
+def _isa_in_subprocess(value):
+    env = dict(os.environ, PYQUANT_ISA=value)
+    out = subprocess.run([sys.executable, "-W", "always", "-c",
+                          "import pyquant; print(pyquant.cpu_info()['isa'])"],
+                         env=env, capture_output=True, text=True, check=True, cwd="/")
+    return out.stdout.strip(), out.stderr
+
+
+def test_env_var_forces_a_lower_isa_only():
+    assert _isa_in_subprocess("scalar")[0] == "scalar"
+    isa, err = _isa_in_subprocess("no-such-isa")
+    assert isa == SUPPORTED_ISAS[-1] and "PYQUANT_ISA ignored" in err
+    if SUPPORTED_ISAS[-1] != "avx512vnni":
+        isa, err = _isa_in_subprocess("avx512vnni")
+        assert isa == SUPPORTED_ISAS[-1] and "not supported by this CPU" in err
+
+
+def test_threads_follow_torch_until_set_by_user():
+    code = ("import torch, pyquant; torch.set_num_threads(1); a = pyquant.get_num_threads(); "
+            "torch.set_num_threads(2); b = pyquant.get_num_threads(); pyquant.set_num_threads(1); "
+            "torch.set_num_threads(2); c = pyquant.get_num_threads(); print(a, b, c)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd="/")
+    assert out.stdout.split() == ["1", "2", "1"]
+
+
+def test_set_num_threads_validates():
+    with pytest.raises(ValueError, match="num_threads must be"):
+        pyquant.set_num_threads(0)
+
+
+def test_concurrent_callers_get_serial_results():
+    # The GIL is released inside kernels: several Python threads may run ops at once.
+    from concurrent.futures import ThreadPoolExecutor
+
+    xs = [torch.randn(300_000, generator=torch.Generator().manual_seed(i)) for i in range(8)]
+    serial = [pyquant.ops.quantize(x, 0.02) for x in xs]
+    with ThreadPoolExecutor(4) as pool:
+        parallel = list(pool.map(lambda x: pyquant.ops.quantize(x, 0.02), xs * 4))
+    for i, q in enumerate(parallel):
+        assert torch.equal(q, serial[i % 8])
