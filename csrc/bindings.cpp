@@ -9,6 +9,7 @@
 #include "pyquant/bindings.h"
 #include "pyquant/cpu.h"
 #include "pyquant/dispatch.h"
+#include "pyquant/memory.h"
 #include "pyquant/threadpool.h"
 
 namespace py = pybind11;
@@ -63,6 +64,14 @@ PYBIND11_MODULE(_C, m) {
       py::arg("n"));
   m.def("get_num_threads", [] { return ThreadPool::global().num_threads(); });
 
+
+  m.def(
+      "advise_huge_pages",
+      [](py::array a) {
+        require(a.writeable(), "array must be writeable");
+        advise_huge_pages(a.mutable_data(), static_cast<size_t>(a.nbytes()));
+      },
+      py::arg("array"));
 
   bindings::bind_quantize(m);
 }

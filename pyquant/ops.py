@@ -131,9 +131,20 @@ def _layout(shape: torch.Size, scale: torch.Tensor, axis, block_size):
             scale)
 
 
+# Fresh outputs at least this large are backed by huge pages (see csrc/include/pyquant/memory.h).
+_HUGE_PAGE_MIN_BYTES = 8 << 20
+
+
+def _empty(shape, dtype) -> torch.Tensor:
+    t = torch.empty(shape, dtype=dtype)
+    if t.numel() * t.element_size() >= _HUGE_PAGE_MIN_BYTES:
+        _C.advise_huge_pages(t.view(-1).view(torch.uint8).numpy())
+    return t
+
+
 def _out_tensor(out, shape, dtype, name="out") -> torch.Tensor:
     if out is None:
-        return torch.empty(shape, dtype=dtype)
+        return _empty(shape, dtype)
     if not isinstance(out, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(out).__name__}")
     if out.dtype != dtype:
