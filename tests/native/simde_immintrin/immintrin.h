@@ -1,0 +1,53 @@
+// Stand-in <immintrin.h> for the emulated-ISA test (tests/test_emulated_isa.py): the AVX-512
+// kernels are compiled against SIMDe's portable implementations of the same intrinsics, so
+// their logic (masks, tails, packing, rounding) is checked on CPUs without AVX-512.
+// Real hardware runs the real instructions; this only proves the code computes the right thing.
+#pragma once
+#define SIMDE_ENABLE_NATIVE_ALIASES
+#include <simde/x86/avx512.h>
+#include <simde/x86/avx2.h>
+#include <simde/x86/fma.h>
+
+#include <cstdint>
+#include <cstring>
+
+// Intrinsics SIMDe 0.8 lacks, written lane by lane. Masked loads read only the selected lanes,
+// as the hardware does (it never faults on masked-off memory).
+#ifndef _MM_FROUND_NO_EXC
+#define _MM_FROUND_NO_EXC SIMDE_MM_FROUND_NO_EXC
+#endif
+
+static inline simde__m512i _mm512_maskz_loadu_epi32(simde__mmask16 k, const void* p) {
+  int32_t lanes[16] = {0};
+  for (int i = 0; i < 16; ++i)
+    if ((k >> i) & 1) std::memcpy(&lanes[i], static_cast<const char*>(p) + 4 * i, 4);
+  return simde_mm512_loadu_si512(lanes);
+}
+
+static inline simde__m128i _mm_maskz_loadu_epi8(simde__mmask16 k, const void* p) {
+  int8_t lanes[16] = {0};
+  for (int i = 0; i < 16; ++i)
+    if ((k >> i) & 1) lanes[i] = static_cast<const int8_t*>(p)[i];
+  return simde_mm_loadu_si128(lanes);
+}
+
+static inline simde__m512i _mm512_cvtepi8_epi32(simde__m128i a) {
+  return simde_mm512_cvtepi16_epi32(simde_mm256_cvtepi8_epi16(a));
+}
+
+static inline simde__m512i _mm512_cvtepu8_epi32(simde__m128i a) {
+  return simde_mm512_cvtepu16_epi32(simde_mm256_cvtepu8_epi16(a));
+}
+
+#define _mm512_mask_cmp_ps_mask(k, a, b, imm) \
+  static_cast<simde__mmask16>((k) & simde_mm512_cmp_ps_mask((a), (b), (imm)))
+
+// SIMDe 0.8 emulates this masked store as a full-width store (masked-off lanes get zero);
+// the hardware leaves them untouched, which is what the tail handling relies on.
+#undef _mm512_mask_storeu_ps
+static inline void _mm512_mask_storeu_ps(void* p, simde__mmask16 k, simde__m512 a) {
+  float lanes[16];
+  simde_mm512_storeu_ps(lanes, a);
+  for (int i = 0; i < 16; ++i)
+    if ((k >> i) & 1) std::memcpy(static_cast<char*>(p) + 4 * i, &lanes[i], 4);
+}

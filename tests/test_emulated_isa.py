@@ -1,0 +1,38 @@
+"""Run the AVX-512 kernels under emulation where the CPU lacks AVX-512.
+
+The kernels of csrc/avx512/ are compiled against SIMDe's portable versions of the intrinsics
+(the `simde-py` test dependency ships the headers) and compared with the scalar oracle by
+tests/native/emulated_isa_test.cpp. On an AVX-512 machine the real path is tested natively by
+every other test through the `isa` fixture, and this test is skipped.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import shutil
+import subprocess
+
+import pytest
+
+import pyquant
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.skipif("avx512" in pyquant.supported_isas(), reason="AVX-512 runs natively here")
+def test_avx512_kernels_match_scalar_under_emulation(tmp_path):
+    simde_py = pytest.importorskip("simde_py")
+    cxx = shutil.which("g++") or shutil.which("c++")
+    if cxx is None:
+        pytest.skip("no C++ compiler")
+    sources = sorted((ROOT / "csrc" / "avx512").glob("*.cpp")) + sorted((ROOT / "csrc" / "ref").glob("*.cpp"))
+    exe = tmp_path / "emulated_isa_test"
+    cmd = [cxx, "-std=c++17", "-O1", "-w", "-DSIMDE_NO_NATIVE",
+           f"-I{ROOT / 'tests' / 'native' / 'simde_immintrin'}", f"-I{simde_py.get_include()}",
+           f"-I{ROOT / 'csrc' / 'include'}", str(ROOT / "tests" / "native" / "emulated_isa_test.cpp"),
+           *map(str, sources), "-o", str(exe)]
+    build = subprocess.run(cmd, capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr[-4000:]
+    run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-4000:]
+    assert " 0 failed" in run.stdout
