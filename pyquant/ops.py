@@ -75,6 +75,32 @@ def _scale_tensor(scale, name: str = "scale") -> torch.Tensor:
     return s.contiguous()
 
 
+def _scalar_qparams(scale, zero_point, dtype: torch.dtype) -> Optional[Tuple[float, int]]:
+    """(scale, zero_point) as Python numbers when both are per-tensor scalars, else None.
+
+    The per-tensor fast path: a few microseconds of checks instead of tensor ops.
+    """
+    if isinstance(scale, (float, int)) and not isinstance(scale, bool):
+        s = float(np.float32(scale))
+    elif isinstance(scale, torch.Tensor) and scale.numel() == 1 and scale.is_floating_point():
+        s = float(scale.detach().to(torch.float32))
+    else:
+        return None
+    if isinstance(zero_point, (int, np.integer)) and not isinstance(zero_point, bool):
+        zp = int(zero_point)
+    elif (isinstance(zero_point, torch.Tensor) and zero_point.numel() == 1
+          and not zero_point.is_floating_point() and zero_point.dtype != torch.bool):
+        zp = int(zero_point)
+    else:
+        return None
+    if not (math.isfinite(s) and s > 0):  # after float32 rounding: 1e-50 becomes 0
+        raise ValueError(f"scale must be finite and > 0 (as float32), got {scale!r}")
+    qmin, qmax = _QRANGE[dtype]
+    if not qmin <= zp <= qmax:
+        raise ValueError(f"zero_point must be in [{qmin}, {qmax}] for {dtype}, got {zp}")
+    return s, zp
+
+
 def _zero_point_tensor(zero_point, dtype: torch.dtype, like: torch.Tensor) -> Optional[torch.Tensor]:
     """int32 zero points shaped like the scale, or None when all are zero."""
     qmin, qmax = _QRANGE[dtype]
@@ -149,7 +175,7 @@ def _out_tensor(out, shape, dtype, name="out") -> torch.Tensor:
         raise TypeError(f"{name} must be a torch.Tensor, got {type(out).__name__}")
     if out.dtype != dtype:
         raise TypeError(f"{name} must have dtype {dtype}, got {out.dtype}")
-    if out.shape != shape:
+    if out.shape != shape:  # torch.Size compares with tuples and Sizes alike
         raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(out.shape)}")
     if not out.is_contiguous() or out.device.type != "cpu":
         raise ValueError(f"{name} must be a contiguous CPU tensor")
@@ -157,7 +183,8 @@ def _out_tensor(out, shape, dtype, name="out") -> torch.Tensor:
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
-    return t.detach().numpy()
+    """Zero-copy numpy view (kernels take any contiguous shape)."""
+    return t.detach().numpy() if t.requires_grad else t.numpy()
 
 
 # ----------------------------------------------------------------------------- ops
@@ -193,6 +220,13 @@ def quantize(x: TensorLike, scale, zero_point=0, *, axis: Optional[int] = None,
     x = _as_tensor(x, "x")
     _check_input(x, "x", (torch.float32,))
     _check_qdtype(dtype)
+    if axis is None and block_size is None:
+        scalars = _scalar_qparams(scale, zero_point, dtype)
+        if scalars is not None:
+            y = _out_tensor(out, x.shape, dtype)
+            _runtime._sync_threads()
+            _C.quantize_per_tensor(_np(x), _np(y), *scalars)
+            return y
     s = _scale_tensor(scale)
     mode, outer, channels, inner, bs, s = _layout(x.shape, s, axis, block_size)
     zp = _zero_point_tensor(zero_point, dtype, s)
@@ -217,6 +251,13 @@ def dequantize(q: TensorLike, scale, zero_point=0, *, axis: Optional[int] = None
     """
     q = _as_tensor(q, "q")
     _check_input(q, "q", (torch.int8, torch.uint8))
+    if axis is None and block_size is None:
+        scalars = _scalar_qparams(scale, zero_point, q.dtype)
+        if scalars is not None:
+            y = _out_tensor(out, q.shape, torch.float32)
+            _runtime._sync_threads()
+            _C.dequantize_per_tensor(_np(q), _np(y), *scalars)
+            return y
     s = _scale_tensor(scale)
     mode, outer, channels, inner, bs, s = _layout(q.shape, s, axis, block_size)
     zp = _zero_point_tensor(zero_point, q.dtype, s)

@@ -48,6 +48,47 @@ QLayout make_layout(int mode, int64_t outer, int64_t channels, int64_t inner, in
 }  // namespace
 
 void bind_quantize(py::module_& m) {
+  // Per-tensor fast path: scale and zero point as plain numbers, no arrays to build.
+  m.def(
+      "quantize_per_tensor",
+      [](const carray<float>& x, py::array y, float scale, int32_t zero_point) {
+        const QDtype dt = qdtype_of(y, "out");
+        require_contiguous(y, "out");
+        require(y.size() == x.size(), "out must have as many elements as x");
+        require(scale > 0.0f && scale <= 3.4028235e38f, "scale must be finite and > 0");
+        require(dt == QDtype::s8 ? (zero_point >= -128 && zero_point <= 127)
+                                 : (zero_point >= 0 && zero_point <= 255),
+                "zero_point out of the dtype's range");
+        QLayout l;
+        l.channels = x.size();
+        l.scale = &scale;
+        l.zero_point = &zero_point;
+        void* out = y.mutable_data();
+        Status st;
+        {
+          py::gil_scoped_release release;
+          st = quantize(x.data(), out, dt, l);
+        }
+        raise_status(st, "x");
+      },
+      py::arg("x").noconvert(), py::arg("out").noconvert(), py::arg("scale"),
+      py::arg("zero_point"));
+  m.def(
+      "dequantize_per_tensor",
+      [](py::array q, carray<float> y, float scale, int32_t zero_point) {
+        const QDtype dt = qdtype_of(q, "q");
+        require_contiguous(q, "q");
+        require(y.size() == q.size(), "out must have as many elements as q");
+        QLayout l;
+        l.channels = q.size();
+        l.scale = &scale;
+        l.zero_point = &zero_point;
+        float* out = y.mutable_data();
+        py::gil_scoped_release release;
+        dequantize(q.data(), dt, out, l);
+      },
+      py::arg("q").noconvert(), py::arg("out").noconvert(), py::arg("scale"),
+      py::arg("zero_point"));
   m.def(
       "quantize",
       [](const carray<float>& x, py::array y, int mode, int64_t outer, int64_t channels,

@@ -129,20 +129,20 @@ Status dynamic_qparams(float min, float max, QDtype dtype, float* scale, int32_t
     // ONNX DynamicQuantizeLinear, in float32 like its reference.
     min = std::min(min, 0.0f);
     max = std::max(max, 0.0f);
-    if (max == min) {  // all zeros: any scale is exact; 1 keeps dequantize well defined
+    const float s = (max - min) / 255.0f;
+    if (!std::isfinite(s)) return Status::range_overflow;
+    if (s == 0.0f) {  // all zeros, or a range so small the scale underflows: 1 is as exact
       *scale = 1.0f;
       *zero_point = 0;
       return Status::ok;
     }
-    const float s = (max - min) / 255.0f;
-    if (!std::isfinite(s)) return Status::range_overflow;
     float zp = 0.0f - min / s;
     zp = std::min(std::max(zp, 0.0f), 255.0f);
     *scale = s;
     *zero_point = static_cast<int32_t>(std::nearbyint(zp));
   } else {
-    const float absmax = std::max(-min, max);
-    *scale = absmax == 0.0f ? 1.0f : absmax / 127.0f;
+    const float s = std::max(-min, max) / 127.0f;
+    *scale = s == 0.0f ? 1.0f : s;  // as for u8: zero or underflowed range
     *zero_point = 0;
   }
   return Status::ok;
