@@ -26,7 +26,7 @@ void ThreadPool::set_num_threads(int n) {
   if (n == num_threads_) return;
   stop_workers();
   start_workers(n - 1);
-  num_threads_ = n;
+  num_threads_.store(n);
 }
 
 void ThreadPool::start_workers(int n) {
@@ -72,12 +72,12 @@ void ThreadPool::worker_loop() {
 
 void ThreadPool::run(int64_t num_tasks, const std::function<void(int64_t)>& fn) {
   if (num_tasks <= 0) return;
-  if (num_tasks == 1 || in_pool_worker || workers_.empty() || !run_mu_.try_lock()) {
+  if (num_tasks == 1 || in_pool_worker || !run_mu_.try_lock()) {
     for (int64_t t = 0; t < num_tasks; ++t) fn(t);
     return;
   }
   std::lock_guard<std::mutex> guard(run_mu_, std::adopt_lock);
-  if (workers_.empty()) {  // set_num_threads(1) raced in before we took run_mu_
+  if (workers_.empty()) {  // a pool of one: workers_ may only be read under run_mu_
     for (int64_t t = 0; t < num_tasks; ++t) fn(t);
     return;
   }

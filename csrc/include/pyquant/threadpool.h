@@ -19,7 +19,7 @@ class ThreadPool {
   ~ThreadPool();
 
   // Threads that work on a call, the caller included.
-  int num_threads() const { return num_threads_; }
+  int num_threads() const { return num_threads_.load(std::memory_order_relaxed); }
   // n >= 1. Waits for a running call to finish.
   void set_num_threads(int n);
 
@@ -36,9 +36,9 @@ class ThreadPool {
   void worker_loop();
   void drain();
 
-  int num_threads_ = 1;
-  std::vector<std::thread> workers_;
-  std::mutex run_mu_;  // one call at a time uses the workers
+  std::atomic<int> num_threads_{1};
+  std::vector<std::thread> workers_;  // changed and read only under run_mu_
+  std::mutex run_mu_;                 // one call at a time uses the workers
 
   std::mutex mu_;  // guards job publication and the open_/stop_ flags
   std::condition_variable work_cv_, done_cv_;
