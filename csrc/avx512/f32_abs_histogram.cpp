@@ -1,0 +1,49 @@
+// AVX-512 histograms of the |x| keys: vector keys, NaN check and bucket test; scalar
+// increments (a conflict-free scatter needs AVX-512CD and loses to scalar on heavy ties).
+#include <immintrin.h>
+
+#include "pyquant/kernels.h"
+
+namespace pyquant {
+namespace avx512 {
+
+static inline uint32_t abs_key(const float* p) {
+  uint32_t b;
+  __builtin_memcpy(&b, p, sizeof b);
+  return b & 0x7fffffffu;
+}
+
+bool f32_abs_histogram_hi(const float* x, int64_t n, uint32_t* hist) {
+  const __m512i absmask = _mm512_set1_epi32(0x7fffffff);
+  __m512i vmax = _mm512_setzero_si512();
+  alignas(64) uint32_t idx[16];
+  int64_t i = 0;
+  for (; i < n; i += 16) {
+    const int64_t r = n - i < 16 ? n - i : 16;
+    const __mmask16 m = static_cast<__mmask16>((1u << r) - 1);
+    const __m512i k = _mm512_and_si512(_mm512_maskz_loadu_epi32(m, x + i), absmask);
+    vmax = _mm512_max_epu32(vmax, k);  // masked-off lanes are 0: harmless
+    _mm512_store_si512(idx, _mm512_srli_epi32(k, 15));
+    for (int j = 0; j < r; ++j) ++hist[idx[j]];
+  }
+  return _mm512_cmpgt_epu32_mask(vmax, _mm512_set1_epi32(kAbsKeyInf)) != 0;
+}
+
+void f32_abs_histogram_lo(const float* x, int64_t n, uint32_t hi, uint32_t* hist) {
+  const __m512i absmask = _mm512_set1_epi32(0x7fffffff);
+  const __m512i vhi = _mm512_set1_epi32(static_cast<int>(hi));
+  for (int64_t i = 0; i < n; i += 16) {
+    const int64_t r = n - i < 16 ? n - i : 16;
+    const __mmask16 m = static_cast<__mmask16>((1u << r) - 1);
+    const __m512i k = _mm512_and_si512(_mm512_maskz_loadu_epi32(m, x + i), absmask);
+    unsigned hit = _mm512_mask_cmpeq_epi32_mask(m, _mm512_srli_epi32(k, 15), vhi);
+    while (hit) {
+      const int lane = __builtin_ctz(hit);
+      hit &= hit - 1;
+      ++hist[abs_key(x + i + lane) & 0x7fffu];
+    }
+  }
+}
+
+}  // namespace avx512
+}  // namespace pyquant

@@ -1,0 +1,66 @@
+// AVX-512 selection by |x| against a key threshold; masked tails, ties in index order.
+#include <immintrin.h>
+
+#include "pyquant/kernels.h"
+
+namespace pyquant {
+namespace avx512 {
+
+static inline uint32_t abs_key(const float* p) {
+  uint32_t b;
+  __builtin_memcpy(&b, p, sizeof b);
+  return b & 0x7fffffffu;
+}
+
+static inline bool keep_scalar(uint32_t k, uint32_t t, int64_t* ties) {
+  if (k > t) return true;
+  if (k == t && *ties > 0) {
+    --*ties;
+    return true;
+  }
+  return false;
+}
+
+void f32_abs_select_mask(const float* x, int64_t n, uint32_t t, int64_t* ties_left,
+                         uint8_t* mask) {
+  const __m512i absmask = _mm512_set1_epi32(0x7fffffff);
+  const __m512i vt = _mm512_set1_epi32(static_cast<int>(t));
+  const __m128i one = _mm_set1_epi8(1);
+  int64_t ties = *ties_left;
+  for (int64_t i = 0; i < n; i += 16) {
+    const int64_t r = n - i < 16 ? n - i : 16;
+    const __mmask16 m = static_cast<__mmask16>((1u << r) - 1);
+    const __m512i k = _mm512_and_si512(_mm512_maskz_loadu_epi32(m, x + i), absmask);
+    const __mmask16 gt = _mm512_mask_cmpgt_epu32_mask(m, k, vt);
+    if (ties > 0 && _mm512_mask_cmpeq_epi32_mask(m, k, vt) != 0) {
+      for (int j = 0; j < r; ++j) mask[i + j] = keep_scalar(abs_key(x + i + j), t, &ties) ? 1 : 0;
+      continue;
+    }
+    _mm_mask_storeu_epi8(mask + i, m, _mm_maskz_mov_epi8(gt, one));
+  }
+  *ties_left = ties;
+}
+
+void f32_abs_select_prune(float* x, int64_t n, uint32_t t, int64_t* ties_left) {
+  const __m512i absmask = _mm512_set1_epi32(0x7fffffff);
+  const __m512i vt = _mm512_set1_epi32(static_cast<int>(t));
+  int64_t ties = *ties_left;
+  for (int64_t i = 0; i < n; i += 16) {
+    const int64_t r = n - i < 16 ? n - i : 16;
+    const __mmask16 m = static_cast<__mmask16>((1u << r) - 1);
+    const __m512i k = _mm512_and_si512(_mm512_maskz_loadu_epi32(m, x + i), absmask);
+    const __mmask16 gt = _mm512_mask_cmpgt_epu32_mask(m, k, vt);
+    if (ties > 0 && _mm512_mask_cmpeq_epi32_mask(m, k, vt) != 0) {
+      for (int j = 0; j < r; ++j)
+        if (!keep_scalar(abs_key(x + i + j), t, &ties)) x[i + j] = 0.0f;
+      continue;
+    }
+    // Zero exactly the in-range lanes that are not kept.
+    const __mmask16 drop = static_cast<__mmask16>(m & ~gt);
+    if (drop) _mm512_mask_storeu_ps(x + i, drop, _mm512_setzero_ps());
+  }
+  *ties_left = ties;
+}
+
+}  // namespace avx512
+}  // namespace pyquant
