@@ -24,7 +24,8 @@ Kernels make_table(Isa isa) {
   PYQUANT_USE(ns, suffix, f32_abs_histogram_hi)   \
   PYQUANT_USE(ns, suffix, f32_abs_histogram_lo)   \
   PYQUANT_USE(ns, suffix, f32_abs_select_mask)    \
-  PYQUANT_USE(ns, suffix, f32_abs_select_prune)
+  PYQUANT_USE(ns, suffix, f32_abs_select_prune)   \
+  PYQUANT_USE(ns, suffix, f32_abs_bracket)
   switch (isa) {
     case Isa::scalar:
       PYQUANT_USE_ALL(ref, "scalar")

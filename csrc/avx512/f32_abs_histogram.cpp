@@ -47,3 +47,42 @@ void f32_abs_histogram_lo(const float* x, int64_t n, uint32_t hi, uint32_t* hist
 
 }  // namespace avx512
 }  // namespace pyquant
+
+namespace pyquant {
+namespace avx512 {
+
+int64_t f32_abs_bracket(const float* x, int64_t n, uint32_t lo, uint32_t hi, uint32_t* buf,
+                        int64_t cap, int64_t* above, bool* nan) {
+  const __m512i absmask = _mm512_set1_epi32(0x7fffffff);
+  const __m512i vhi = _mm512_set1_epi32(static_cast<int>(hi));
+  const __m512i vlo = _mm512_set1_epi32(static_cast<int>(lo));
+  __m512i vmax = _mm512_setzero_si512();
+  int64_t cnt = 0, gt = 0;
+  for (int64_t i = 0; i < n; i += 16) {
+    const int64_t r = n - i < 16 ? n - i : 16;
+    const __mmask16 m = static_cast<__mmask16>((1u << r) - 1);
+    const __m512i k = _mm512_and_si512(_mm512_maskz_loadu_epi32(m, x + i), absmask);
+    vmax = _mm512_max_epu32(vmax, k);
+    const __mmask16 g = _mm512_mask_cmpgt_epu32_mask(m, k, vhi);
+    gt += __builtin_popcount(g);
+    unsigned in = _mm512_mask_cmpge_epu32_mask(static_cast<__mmask16>(m & ~g), k, vlo);
+    if (!in) continue;
+    if (cnt + 16 <= cap) {
+      _mm512_mask_compressstoreu_epi32(buf + cnt, static_cast<__mmask16>(in), k);
+      cnt += __builtin_popcount(in);
+    } else {
+      while (in) {
+        const int lane = __builtin_ctz(in);
+        in &= in - 1;
+        if (cnt < cap) buf[cnt] = abs_key(x + i + lane);
+        ++cnt;
+      }
+    }
+  }
+  *above += gt;
+  if (_mm512_cmpgt_epu32_mask(vmax, _mm512_set1_epi32(kAbsKeyInf)) != 0) *nan = true;
+  return cnt;
+}
+
+}  // namespace avx512
+}  // namespace pyquant

@@ -25,6 +25,7 @@ struct Kernels {
   AbsHistLoFn f32_abs_histogram_lo = nullptr;
   AbsSelectMaskFn f32_abs_select_mask = nullptr;
   AbsSelectPruneFn f32_abs_select_prune = nullptr;
+  AbsBracketFn f32_abs_bracket = nullptr;
   // (op, kernel) pairs, e.g. ("f32_qs8_quantize", "f32_qs8_quantize__avx2"), for cpu_info().
   std::vector<std::pair<std::string, std::string>> names;
 };
