@@ -514,7 +514,7 @@ def magnitude_mask(x, amount):
     return masks if is_list else masks[0]
 
 
-def magnitude_prune_tensors_(x, amount) -> int:
+def magnitude_prune_tensors_(x, amount) -> list:
     """Magnitude pruning in place: zero the pruned elements of x, keep no mask.
 
     Same selection as :func:`magnitude_mask` (exact count, ties kept in flat index order),
@@ -526,7 +526,8 @@ def magnitude_prune_tensors_(x, amount) -> int:
         amount: fraction in [0, 1] (float) or count (int) of elements to prune.
 
     Returns:
-        int: number of elements kept (not zeroed by pruning; kept ones may already be 0).
+        list of int: elements kept per tensor (one entry for a single tensor); kept elements
+        may already have been 0.
 
     Raises:
         TypeError / ValueError: as :func:`magnitude_mask`.
@@ -535,5 +536,4 @@ def magnitude_prune_tensors_(x, amount) -> int:
     n = sum(t.numel() for t in ts)
     k = n - pruning_count(amount, n)
     _runtime._sync_threads()
-    _C.abs_select_prune(_flat_np(ts), k)
-    return k
+    return list(_C.abs_select_prune(_flat_np(ts), k))

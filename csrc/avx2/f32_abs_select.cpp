@@ -54,10 +54,10 @@ void f32_abs_select_mask(const float* x, int64_t n, uint32_t t, int64_t* ties_le
   *ties_left = ties;
 }
 
-void f32_abs_select_prune(float* x, int64_t n, uint32_t t, int64_t* ties_left) {
+int64_t f32_abs_select_prune(float* x, int64_t n, uint32_t t, int64_t* ties_left) {
   const __m256i absmask = _mm256_set1_epi32(0x7fffffff);
   const __m256i vt = _mm256_set1_epi32(static_cast<int>(t));
-  int64_t ties = *ties_left;
+  int64_t ties = *ties_left, kept = 0;
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) {
     const __m256 v = _mm256_loadu_ps(x + i);
@@ -66,18 +66,26 @@ void f32_abs_select_prune(float* x, int64_t n, uint32_t t, int64_t* ties_left) {
     if (ties > 0) {
       const __m256i eq = _mm256_cmpeq_epi32(k, vt);
       if (!_mm256_testz_si256(eq, eq)) {
-        for (int j = 0; j < 8; ++j)
-          if (!keep_scalar(abs_key(x + i + j), t, &ties)) x[i + j] = 0.0f;
+        for (int j = 0; j < 8; ++j) {
+          const bool keep = keep_scalar(abs_key(x + i + j), t, &ties);
+          if (!keep) x[i + j] = 0.0f;
+          kept += keep;
+        }
         continue;
       }
     }
     // Write only blocks that change: a fully kept block stays untouched.
-    if (_mm256_movemask_ps(_mm256_castsi256_ps(gt)) != 0xff)
-      _mm256_storeu_ps(x + i, _mm256_and_ps(v, _mm256_castsi256_ps(gt)));
+    const int m = _mm256_movemask_ps(_mm256_castsi256_ps(gt));
+    kept += __builtin_popcount(static_cast<unsigned>(m));
+    if (m != 0xff) _mm256_storeu_ps(x + i, _mm256_and_ps(v, _mm256_castsi256_ps(gt)));
   }
-  for (; i < n; ++i)
-    if (!keep_scalar(abs_key(x + i), t, &ties)) x[i] = 0.0f;
+  for (; i < n; ++i) {
+    const bool keep = keep_scalar(abs_key(x + i), t, &ties);
+    if (!keep) x[i] = 0.0f;
+    kept += keep;
+  }
   *ties_left = ties;
+  return kept;
 }
 
 }  // namespace avx2

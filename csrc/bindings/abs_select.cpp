@@ -4,6 +4,8 @@
 #include <string>
 #include <vector>
 
+#include <pybind11/stl.h>
+
 #include "pyquant/bindings.h"
 #include "pyquant/ops.h"
 
@@ -105,12 +107,14 @@ void bind_abs_select(py::module_& m) {
         check_k(k, total(b));
         std::vector<float*> data;
         for (auto& a : keep) data.push_back(a.mutable_data());
+        std::vector<int64_t> kept;
         Status st;
         {
           py::gil_scoped_release release;
-          st = abs_select_prune(data, b.size, k);
+          st = abs_select_prune(data, b.size, k, &kept);
         }
         raise_status(st, "x");
+        return kept;  // per array: elements kept
       },
       py::arg("xs"), py::arg("k"));
 }

@@ -260,7 +260,7 @@ Status abs_select_mask(const FloatBuffers& x, int64_t k, const std::vector<uint8
 }
 
 Status abs_select_prune(const std::vector<float*>& x, const std::vector<int64_t>& size,
-                        int64_t k) {
+                        int64_t k, std::vector<int64_t>* kept) {
   FloatBuffers in;
   in.data.assign(x.begin(), x.end());
   in.size = size;
@@ -269,12 +269,19 @@ Status abs_select_prune(const std::vector<float*>& x, const std::vector<int64_t>
   const Status st = select(in, p, k, &s);
   if (st != Status::ok) return st;
   const Kernels& kern = kernels();
+  std::vector<std::atomic<int64_t>> counts(x.size());
+  for (auto& c : counts) c.store(0);
   p.run([&](int64_t t) {
     int64_t ties = s.quota[t];
     p.for_pieces(t, [&](size_t i, int64_t b, int64_t e) {
-      kern.f32_abs_select_prune(x[i] + b, e - b, s.key, &ties);
+      counts[i].fetch_add(kern.f32_abs_select_prune(x[i] + b, e - b, s.key, &ties),
+                          std::memory_order_relaxed);
     });
   });
+  if (kept) {
+    kept->resize(x.size());
+    for (size_t i = 0; i < x.size(); ++i) (*kept)[i] = counts[i].load();
+  }
   return Status::ok;
 }
 

@@ -29,8 +29,8 @@ void f32_abs_select_mask(const float* x, int64_t n, uint32_t t, int64_t* ties_le
   *ties_left = ties;
 }
 
-void f32_abs_select_prune(float* x, int64_t n, uint32_t t, int64_t* ties_left) {
-  int64_t ties = *ties_left;
+int64_t f32_abs_select_prune(float* x, int64_t n, uint32_t t, int64_t* ties_left) {
+  int64_t ties = *ties_left, kept = 0;
   for (int64_t i = 0; i < n; ++i) {
     const uint32_t k = abs_key(x[i]);
     bool keep = k > t;
@@ -39,8 +39,10 @@ void f32_abs_select_prune(float* x, int64_t n, uint32_t t, int64_t* ties_left) {
       --ties;
     }
     if (!keep) x[i] = 0.0f;
+    kept += keep;
   }
   *ties_left = ties;
+  return kept;
 }
 
 }  // namespace ref

@@ -70,7 +70,8 @@ using AbsHistLoFn = void (*)(const float* x, int64_t n, uint32_t hi, uint32_t* h
 using AbsSelectMaskFn = void (*)(const float* x, int64_t n, uint32_t t, int64_t* ties_left,
                                  uint8_t* mask);
 // The same selection applied in place: every element not selected is set to +0.0f.
-using AbsSelectPruneFn = void (*)(float* x, int64_t n, uint32_t t, int64_t* ties_left);
+// Returns how many elements were kept.
+using AbsSelectPruneFn = int64_t (*)(float* x, int64_t n, uint32_t t, int64_t* ties_left);
 // One pass of a sampled select: adds the number of keys > hi to *above; writes the keys in
 // [lo, hi] to buf while fewer than cap are written; sets *nan if any element is NaN. Returns
 // how many keys are in [lo, hi] (all of them, also past cap). lo <= hi <= 0x7fffffff.
@@ -84,7 +85,7 @@ using AbsBracketFn = int64_t (*)(const float* x, int64_t n, uint32_t lo, uint32_
   void f32_abs_histogram_lo(const float* x, int64_t n, uint32_t hi, uint32_t* hist);       \
   void f32_abs_select_mask(const float* x, int64_t n, uint32_t t, int64_t* ties_left,      \
                            uint8_t* mask);                                                 \
-  void f32_abs_select_prune(float* x, int64_t n, uint32_t t, int64_t* ties_left);          \
+  int64_t f32_abs_select_prune(float* x, int64_t n, uint32_t t, int64_t* ties_left);       \
   int64_t f32_abs_bracket(const float* x, int64_t n, uint32_t lo, uint32_t hi, uint32_t* buf, \
                           int64_t cap, int64_t* above, bool* nan);                         \
   }

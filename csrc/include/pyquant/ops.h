@@ -59,6 +59,8 @@ Status abs_topk_key(const FloatBuffers& x, int64_t k, uint32_t* key);
 Status abs_select_mask(const FloatBuffers& x, int64_t k, const std::vector<uint8_t*>& masks);
 
 // The same selection applied in place: the n - k elements not kept are set to +0.0f.
-Status abs_select_prune(const std::vector<float*>& x, const std::vector<int64_t>& size, int64_t k);
+// kept[i] gets the number of elements of buffer i kept (kept may be null).
+Status abs_select_prune(const std::vector<float*>& x, const std::vector<int64_t>& size, int64_t k,
+                        std::vector<int64_t>* kept);
 
 }  // namespace pyquant
