@@ -21,6 +21,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 
 import pytest
 import torch
@@ -114,8 +115,11 @@ print(json.dumps({"extra": status("VmHWM") - base, "weights": wbytes, "reset": r
 
 def _extra_peak(impl: str, threads: int) -> dict:
     env = dict(os.environ)
-    out = subprocess.run([sys.executable, "-c", _MEM_SCRIPT, impl, str(threads)], env=env,
-                         capture_output=True, text=True, check=True).stdout
+    # cwd outside the repository: `import pyquant` must find the installed package.
+    proc = subprocess.run([sys.executable, "-c", _MEM_SCRIPT, impl, str(threads)], env=env,
+                          capture_output=True, text=True, cwd=tempfile.gettempdir())
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
     return json.loads(out.strip().splitlines()[-1])
 
 

@@ -458,8 +458,12 @@ def pruning_count(amount, n: int) -> int:
 def topk_threshold(x, k: int) -> float:
     """The k-th largest magnitude |x| of a float32 tensor, or of a list of them taken together.
 
-    Exact (a radix select on the float bits in two streaming passes), multi-threaded, with no
-    concatenation and no temporaries the size of x.
+    Exact and multi-threaded, with no concatenation: |x| is ranked by its float bits. Above
+    2^20 elements one streaming pass usually suffices (a sample brackets the threshold, the
+    pass counts what lies above and collects the few keys inside the bracket into a buffer
+    capped at n / 25 keys, 4% of x's bytes); when the bracket misses or the buffer would
+    overflow (heavy ties, skewed data) an exact two-pass radix select on the bits takes over
+    (histograms only). The answer never depends on the route, the ISA or the thread count.
 
     Args:
         x: float32 CPU contiguous tensor (or numpy array), or a list/tuple of them (global).
@@ -518,7 +522,8 @@ def magnitude_prune_tensors_(x, amount) -> list:
     """Magnitude pruning in place: zero the pruned elements of x, keep no mask.
 
     Same selection as :func:`magnitude_mask` (exact count, ties kept in flat index order),
-    but the extra memory is a few histograms whatever the size of x. Writes through the
+    with no mask: the extra memory is a few histograms plus at most 4% of x's bytes (see
+    :func:`topk_threshold`). Writes through the
     tensors' storage without autograd tracking: call it outside of any graph that needs x.
 
     Args:

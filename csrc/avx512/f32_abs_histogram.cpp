@@ -1,5 +1,6 @@
 // AVX-512 histograms of the |x| keys: vector keys, NaN check and bucket test; scalar
 // increments (a conflict-free scatter needs AVX-512CD and loses to scalar on heavy ties).
+// Keys are below 2^31, so signed compares are exact.
 #include <immintrin.h>
 
 #include "pyquant/kernels.h"
@@ -26,7 +27,7 @@ bool f32_abs_histogram_hi(const float* x, int64_t n, uint32_t* hist) {
     _mm512_store_si512(idx, _mm512_srli_epi32(k, 15));
     for (int j = 0; j < r; ++j) ++hist[idx[j]];
   }
-  return _mm512_cmpgt_epu32_mask(vmax, _mm512_set1_epi32(kAbsKeyInf)) != 0;
+  return _mm512_cmpgt_epi32_mask(vmax, _mm512_set1_epi32(kAbsKeyInf)) != 0;
 }
 
 void f32_abs_histogram_lo(const float* x, int64_t n, uint32_t hi, uint32_t* hist) {
@@ -63,7 +64,7 @@ int64_t f32_abs_bracket(const float* x, int64_t n, uint32_t lo, uint32_t hi, uin
     const __mmask16 m = static_cast<__mmask16>((1u << r) - 1);
     const __m512i k = _mm512_and_si512(_mm512_maskz_loadu_epi32(m, x + i), absmask);
     vmax = _mm512_max_epu32(vmax, k);
-    const __mmask16 g = _mm512_mask_cmpgt_epu32_mask(m, k, vhi);
+    const __mmask16 g = _mm512_mask_cmpgt_epi32_mask(m, k, vhi);
     gt += __builtin_popcount(g);
     unsigned in = _mm512_mask_cmpge_epu32_mask(static_cast<__mmask16>(m & ~g), k, vlo);
     if (!in) continue;
@@ -80,7 +81,7 @@ int64_t f32_abs_bracket(const float* x, int64_t n, uint32_t lo, uint32_t hi, uin
     }
   }
   *above += gt;
-  if (_mm512_cmpgt_epu32_mask(vmax, _mm512_set1_epi32(kAbsKeyInf)) != 0) *nan = true;
+  if (_mm512_cmpgt_epi32_mask(vmax, _mm512_set1_epi32(kAbsKeyInf)) != 0) *nan = true;
   return cnt;
 }
 

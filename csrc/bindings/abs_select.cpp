@@ -69,8 +69,8 @@ void bind_abs_select(py::module_& m) {
         return v;
       },
       py::arg("xs"), py::arg("k"),
-      "k-th largest |x| over the arrays in xs taken together (1 <= k <= n); for k = 0 the "
-      "largest float32 key (NaN pattern 0x7fffffff) is returned and the caller maps it.");
+      "k-th largest |x| over the arrays in xs taken together (1 <= k <= n). For k = 0 only "
+      "the NaN check runs and a NaN is returned: the Python wrapper maps it to +inf.");
 
   m.def(
       "abs_select_mask",

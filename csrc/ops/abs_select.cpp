@@ -3,6 +3,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstring>
+#include <memory>
 #include <vector>
 
 #include "pyquant/dispatch.h"
@@ -130,12 +131,14 @@ bool select_sampled(const FloatBuffers& x, const Plan& p, int64_t k, uint32_t* k
   if (lo > hi) return false;
   const int64_t T = p.tasks;
   const int64_t cap = std::max<int64_t>(4096, n / 25 / T);
-  std::vector<uint32_t> cand(static_cast<size_t>(cap * T));
+  // Left uninitialized: only the pages candidates are written to get faulted in, so the
+  // memory actually used follows the candidates found, not the cap.
+  std::unique_ptr<uint32_t[]> cand(new uint32_t[static_cast<size_t>(cap * T)]);
   std::vector<int64_t> count(T, 0), above(T, 0);
   std::atomic<bool> any_nan{false};
   const Kernels& kern = kernels();
   p.run([&](int64_t t) {
-    uint32_t* out = cand.data() + t * cap;
+    uint32_t* out = cand.get() + t * cap;
     int64_t c = 0, a = 0;
     bool task_nan = false;
     p.for_pieces(t, [&](size_t i, int64_t b, int64_t e) {
@@ -159,7 +162,7 @@ bool select_sampled(const FloatBuffers& x, const Plan& p, int64_t k, uint32_t* k
   }
   if (total_above >= k || total_above + total_cand < k) return false;
   std::vector<const uint32_t*> bufs;
-  for (int64_t t = 0; t < T; ++t) bufs.push_back(cand.data() + t * cap);
+  for (int64_t t = 0; t < T; ++t) bufs.push_back(cand.get() + t * cap);
   int64_t above_in = 0;
   *key = kth_largest_in(bufs, count, k - total_above, &above_in, task_ties);
   *above_key = total_above + above_in;

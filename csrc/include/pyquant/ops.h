@@ -39,10 +39,12 @@ Status dynamic_qparams(float min, float max, QDtype dtype, float* scale, int32_t
 
 // ---------------------------------------------------------------------------------------------
 // Magnitude selection over one or more float32 buffers taken together (global), in flat index
-// order: buffer 0 first, then buffer 1, ... Nothing is concatenated; the extra memory is a few
-// histograms per task (~400 KB), whatever n is. A radix select on the |x| key (kernels.h):
-// pass 1 histograms the top 16 key bits, pass 2 the low 15 bits inside the chosen bucket, so
-// the threshold is exact after two streaming passes.
+// order: buffer 0 first, then buffer 1, ... Nothing is concatenated. Ranking is by the |x| key
+// (kernels.h). From 2^20 elements a sample of 64K keys brackets the threshold and one streaming
+// pass counts the keys above the bracket and collects those inside (at most n / 25 keys, 4% of
+// the input's bytes). If that fails (bracket missed, buffer full), or for small n, an exact
+// radix select runs: pass 1 histograms the top 16 key bits, pass 2 the low 15 bits inside the
+// chosen bucket (a few histograms per task, ~400 KB). Results never depend on the route.
 namespace pyquant {
 
 struct FloatBuffers {
