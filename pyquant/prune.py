@@ -374,12 +374,14 @@ def structured_prune_(model: nn.Module, amount, *, norm: str = "l1", dim: int = 
         if mask_mod is not None:
             w.mul_(mask_mod.mask)
         mk = structured_mask(w, amount, norm=norm, dim=dim)
+        if mask_mod is not None:
+            mk &= mask_mod.mask  # earlier pruning stays
         if masks:
             apply_masks_(model, {name: mk})
         else:
             w.mul_(mk)
             if mask_mod is not None:
-                mask_mod.mask.logical_and_(mk)
+                mask_mod.mask.copy_(mk)
         reports.append(_report(name, w, int(mk.sum())))
     return reports
 
@@ -408,12 +410,14 @@ def nm_prune_(model: nn.Module, n: int = 2, m: int = 4, *,
         if mask_mod is not None:
             w.mul_(mask_mod.mask)
         mk = nm_mask(w, n, m)
+        if mask_mod is not None:
+            mk &= mask_mod.mask  # earlier pruning stays
         if masks:
             apply_masks_(model, {name: mk})
         else:
             w.mul_(mk)
             if mask_mod is not None:
-                mask_mod.mask.logical_and_(mk)
+                mask_mod.mask.copy_(mk)
         reports.append(_report(name, w, int(mk.sum())))
     return reports
 

@@ -244,3 +244,18 @@ def test_digits_one_shot_and_gradual(digits):
     # Fine-tuning with the schedule recovers what one-shot pruning to 80% loses.
     assert gradual_acc >= accuracy(one_shot, xte, yte) - 0.01
     assert gradual_acc > 0.85
+
+
+@pytest.mark.parametrize("kind", ["structured", "nm"])
+def test_structured_and_nm_keep_earlier_masks(kind):
+    model = small_model(5)
+    pp.magnitude_masks_(model, 0.5, filter_fn=lambda m, n: isinstance(m, nn.Linear))
+    before = {k: v.clone() for k, v in pp.get_masks(model).items()}
+    if kind == "structured":
+        pp.structured_prune_(model, 0.25, masks=True, filter_fn=lambda m, n: isinstance(m, nn.Linear))
+    else:
+        pp.nm_prune_(model, 2, 4, masks=True)
+    after = pp.get_masks(model)
+    for k, v in before.items():
+        assert not torch.any(after[k] & ~v)  # nothing pruned earlier comes back
+        assert int(after[k].sum()) < int(v.sum())
