@@ -352,6 +352,24 @@ def nm_mask(weight: torch.Tensor, n: int = 2, m: int = 4) -> torch.Tensor:
     return keep.reshape(weight.shape)
 
 
+def _prune_with(model, name, module, masks: bool, make_mask) -> LayerReport:
+    """Prune one layer by the keep-mask make_mask(weight) builds, on top of any earlier mask."""
+    w = _raw_weight(module)
+    existing = _mask_of(module)
+    if existing is not None:
+        w.mul_(existing.mask)
+    mk = make_mask(w)
+    if existing is not None:
+        mk &= existing.mask  # earlier pruning stays
+    if masks:
+        apply_masks_(model, {name: mk})
+    else:
+        w.mul_(mk)
+        if existing is not None:
+            existing.mask.copy_(mk)
+    return _report(name, w, int(mk.sum()))
+
+
 @torch.no_grad()
 def structured_prune_(model: nn.Module, amount, *, norm: str = "l1", dim: int = 0,
                       filter_fn: Optional[FilterFn] = None, masks: bool = False
@@ -369,20 +387,8 @@ def structured_prune_(model: nn.Module, amount, *, norm: str = "l1", dim: int = 
     """
     reports = []
     for name, m in _layers_or_raise(model, filter_fn):
-        mask_mod = _mask_of(m)
-        w = _raw_weight(m)
-        if mask_mod is not None:
-            w.mul_(mask_mod.mask)
-        mk = structured_mask(w, amount, norm=norm, dim=dim)
-        if mask_mod is not None:
-            mk &= mask_mod.mask  # earlier pruning stays
-        if masks:
-            apply_masks_(model, {name: mk})
-        else:
-            w.mul_(mk)
-            if mask_mod is not None:
-                mask_mod.mask.copy_(mk)
-        reports.append(_report(name, w, int(mk.sum())))
+        reports.append(_prune_with(model, name, m, masks,
+                                   lambda w: structured_mask(w, amount, norm=norm, dim=dim)))
     return reports
 
 
@@ -406,19 +412,7 @@ def nm_prune_(model: nn.Module, n: int = 2, m: int = 4, *,
         w = _raw_weight(mod)
         if w.numel() == 0 or (w.numel() // w.shape[0]) % m:
             continue
-        mask_mod = _mask_of(mod)
-        if mask_mod is not None:
-            w.mul_(mask_mod.mask)
-        mk = nm_mask(w, n, m)
-        if mask_mod is not None:
-            mk &= mask_mod.mask  # earlier pruning stays
-        if masks:
-            apply_masks_(model, {name: mk})
-        else:
-            w.mul_(mk)
-            if mask_mod is not None:
-                mask_mod.mask.copy_(mk)
-        reports.append(_report(name, w, int(mk.sum())))
+        reports.append(_prune_with(model, name, mod, masks, lambda w: nm_mask(w, n, m)))
     return reports
 
 

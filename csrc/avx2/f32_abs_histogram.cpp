@@ -2,16 +2,13 @@
 // scalar (AVX2 has no scatter), fed from a stored vector of bucket indices.
 #include <immintrin.h>
 
+#include "pyquant/abs_key.h"
 #include "pyquant/kernels.h"
 
 namespace pyquant {
 namespace avx2 {
 
-static inline uint32_t abs_key(const float* p) {
-  uint32_t b;
-  __builtin_memcpy(&b, p, sizeof b);
-  return b & 0x7fffffffu;
-}
+using abs_key_detail::abs_key;
 
 bool f32_abs_histogram_hi(const float* x, int64_t n, uint32_t* hist) {
   const __m256i absmask = _mm256_set1_epi32(0x7fffffff);

@@ -3,16 +3,13 @@
 // Keys are below 2^31, so signed compares are exact.
 #include <immintrin.h>
 
+#include "pyquant/abs_key.h"
 #include "pyquant/kernels.h"
 
 namespace pyquant {
 namespace avx512 {
 
-static inline uint32_t abs_key(const float* p) {
-  uint32_t b;
-  __builtin_memcpy(&b, p, sizeof b);
-  return b & 0x7fffffffu;
-}
+using abs_key_detail::abs_key;
 
 bool f32_abs_histogram_hi(const float* x, int64_t n, uint32_t* hist) {
   const __m512i absmask = _mm512_set1_epi32(0x7fffffff);

@@ -2,25 +2,14 @@
 // Keys and thresholds are below 2^31, so signed compares are exact.
 #include <immintrin.h>
 
+#include "pyquant/abs_key.h"
 #include "pyquant/kernels.h"
 
 namespace pyquant {
 namespace avx512 {
 
-static inline uint32_t abs_key(const float* p) {
-  uint32_t b;
-  __builtin_memcpy(&b, p, sizeof b);
-  return b & 0x7fffffffu;
-}
-
-static inline bool keep_scalar(uint32_t k, uint32_t t, int64_t* ties) {
-  if (k > t) return true;
-  if (k == t && *ties > 0) {
-    --*ties;
-    return true;
-  }
-  return false;
-}
+using abs_key_detail::abs_key;
+using abs_key_detail::keep_scalar;
 
 void f32_abs_select_mask(const float* x, int64_t n, uint32_t t, int64_t* ties_left,
                          uint8_t* mask) {
