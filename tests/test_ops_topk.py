@@ -238,3 +238,18 @@ def test_property_matches_reference(x, frac, isa_name, nthreads):
     finally:
         pyquant.set_isa(pyquant.supported_isas()[-1])
         pyquant.set_num_threads(1)
+
+
+def test_sample_that_misses_falls_back_exactly(isa, threads):
+    # Zero exactly the blocks the one-pass route samples (256 blocks of 256 elements spread
+    # over x): its bracket then predicts a threshold of 0 and misses; the exact radix select
+    # must take over and give the same answers.
+    n = BIG
+    x = torch.randn(n, generator=torch.Generator().manual_seed(11))
+    for b in range(256):
+        start = b * (n - 256) // 255
+        x[start:start + 256] = 0.0
+    for k in [1, n // 3, n - 70000, n]:
+        assert ops.topk_threshold(x, k) == kth_torch(x, k)
+    m = ops.magnitude_mask([x[: n // 2], x[n // 2:]], 0.5)
+    assert torch.equal(torch.cat(m), R.magnitude_mask(x, n - round(0.5 * n)))
