@@ -489,7 +489,7 @@ def topk_threshold(x, k: int) -> float:
     return math.inf if k == 0 else float(v)
 
 
-def magnitude_mask(x, amount):
+def magnitude_mask(x, amount, *, out=None):
     """Keep-mask of magnitude pruning: True for the elements with the largest |x|.
 
     Prunes exactly ``pruning_count(amount, n)`` elements, the count ``torch.nn.utils.prune``
@@ -501,18 +501,33 @@ def magnitude_mask(x, amount):
     Args:
         x: float32 CPU contiguous tensor, or a list/tuple of them (pruned together).
         amount: fraction in [0, 1] (float) or count (int) of elements to prune.
+        out: optional bool tensor(s) to write into (one per input tensor, same numel,
+            contiguous, CPU), e.g. the masks of the previous pruning step.
 
     Returns:
         torch.bool tensor shaped like x (a list of them for a list input); True = kept.
+        With out=, the out tensor(s).
 
     Raises:
-        TypeError: wrong dtype or amount type, or a list mixing dtypes/devices.
-        ValueError: amount out of range, not CPU/contiguous, or NaN in x.
+        TypeError: wrong dtype or amount type, a list mixing dtypes/devices, out not bool.
+        ValueError: amount out of range, not CPU/contiguous, NaN in x, out of the wrong size.
     """
     ts, is_list = _float32_list(x)
     n = sum(t.numel() for t in ts)
     k = n - pruning_count(amount, n)
-    masks = [torch.empty(t.shape, dtype=torch.bool) for t in ts]
+    if out is None:
+        masks = [torch.empty(t.shape, dtype=torch.bool) for t in ts]
+    else:
+        masks = list(out) if is_list else [out]
+        if len(masks) != len(ts):
+            raise ValueError(f"out must hold {len(ts)} tensors (one per input), got {len(masks)}")
+        for i, (m, t) in enumerate(zip(masks, ts)):
+            name = f"out[{i}]" if is_list else "out"
+            if not isinstance(m, torch.Tensor):
+                raise TypeError(f"{name} must be a torch.Tensor, got {type(m).__name__}")
+            _check_input(m, name, (torch.bool,))
+            if m.numel() != t.numel():
+                raise ValueError(f"{name} must have {t.numel()} elements, got {m.numel()}")
     _runtime._sync_threads()
     _C.abs_select_mask(_flat_np(ts), k, [m.numpy().reshape(-1) for m in masks])
     return masks if is_list else masks[0]

@@ -239,11 +239,21 @@ def magnitude_masks_(model: nn.Module, amount, *, scope: str = "global",
         if (p := _mask_of(m)) is not None:
             _raw_weight(m).mul_(p.mask)  # optimizer momentum may have moved pruned weights
     weights = [_raw_weight(m).detach() for _, m in layers]
-    if scope == "global":
-        masks = ops.magnitude_mask(weights, amount)
+    if all(_mask_of(m) is not None for _, m in layers):
+        # Recompute into the attached mask buffers: no new mask memory per update.
+        out = [_mask_of(m).mask for _, m in layers]
+        if scope == "global":
+            masks = ops.magnitude_mask(weights, amount, out=out)
+        else:
+            masks = [ops.magnitude_mask(w, amount, out=o) for w, o in zip(weights, out)]
+        for w, mk in zip(weights, masks):
+            w.mul_(mk)
     else:
-        masks = [ops.magnitude_mask(w, amount) for w in weights]
-    apply_masks_(model, {name: mk for (name, _), mk in zip(layers, masks)})
+        if scope == "global":
+            masks = ops.magnitude_mask(weights, amount)
+        else:
+            masks = [ops.magnitude_mask(w, amount) for w in weights]
+        apply_masks_(model, {name: mk for (name, _), mk in zip(layers, masks)})
     return [_report(name, w, int(mk.sum())) for (name, _), w, mk in zip(layers, weights, masks)]
 
 

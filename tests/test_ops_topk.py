@@ -253,3 +253,21 @@ def test_sample_that_misses_falls_back_exactly(isa, threads):
         assert ops.topk_threshold(x, k) == kth_torch(x, k)
     m = ops.magnitude_mask([x[: n // 2], x[n // 2:]], 0.5)
     assert torch.equal(torch.cat(m), R.magnitude_mask(x, n - round(0.5 * n)))
+
+
+def test_mask_out_buffers(isa):
+    g = torch.Generator().manual_seed(12)
+    xs = [torch.randn(10, 3, generator=g), torch.randn(50, generator=g)]
+    outs = [torch.ones(10, 3, dtype=torch.bool), torch.ones(50, dtype=torch.bool)]
+    res = ops.magnitude_mask(xs, 0.7, out=outs)
+    assert res[0] is outs[0] and res[1] is outs[1]
+    expected = ops.magnitude_mask(xs, 0.7)
+    assert all(torch.equal(a, b) for a, b in zip(outs, expected))
+    one = torch.zeros(50, dtype=torch.bool)
+    assert ops.magnitude_mask(xs[1], 10, out=one) is one and int(one.sum()) == 40
+    with pytest.raises(TypeError, match="out"):
+        ops.magnitude_mask(xs[1], 10, out=torch.zeros(50, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="out must have 50"):
+        ops.magnitude_mask(xs[1], 10, out=torch.zeros(49, dtype=torch.bool))
+    with pytest.raises(ValueError, match="out must hold 2"):
+        ops.magnitude_mask(xs, 10, out=[outs[0]])
