@@ -74,4 +74,5 @@ PYBIND11_MODULE(_C, m) {
       py::arg("array"));
 
   bindings::bind_quantize(m);
+  bindings::bind_abs_select(m);
 }

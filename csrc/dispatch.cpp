@@ -20,7 +20,12 @@ Kernels make_table(Isa isa) {
   PYQUANT_USE(ns, suffix, qu8_f32_dequantize)    \
   PYQUANT_USE(ns, suffix, qs8_f32_dequantize_vec) \
   PYQUANT_USE(ns, suffix, qu8_f32_dequantize_vec) \
-  PYQUANT_USE(ns, suffix, f32_minmax)
+  PYQUANT_USE(ns, suffix, f32_minmax)             \
+  PYQUANT_USE(ns, suffix, f32_abs_histogram_hi)   \
+  PYQUANT_USE(ns, suffix, f32_abs_histogram_lo)   \
+  PYQUANT_USE(ns, suffix, f32_abs_select_mask)    \
+  PYQUANT_USE(ns, suffix, f32_abs_select_prune)   \
+  PYQUANT_USE(ns, suffix, f32_abs_bracket)
   switch (isa) {
     case Isa::scalar:
       PYQUANT_USE_ALL(ref, "scalar")

@@ -11,9 +11,10 @@ import warnings as _warnings
 
 from pyquant import _C
 from pyquant import ops, reference
+from pyquant import prune
 from pyquant._runtime import cpu_info, get_num_threads, set_isa, set_num_threads, supported_isas
 
-__all__ = ["cpu_info", "get_num_threads", "ops", "reference", "set_isa", "set_num_threads",
+__all__ = ["cpu_info", "get_num_threads", "ops", "prune", "reference", "set_isa", "set_num_threads",
            "supported_isas"]
 __version__ = "0.1.0"
 

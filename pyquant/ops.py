@@ -442,3 +442,170 @@ def _mse_range(flat: torch.Tensor, dtype: torch.dtype, symmetric: bool, num_cand
         best_lo = torch.where(better, lo, best_lo)
         best_hi = torch.where(better, hi, best_hi)
     return best_lo, best_hi
+
+
+# ----------------------------------------------------------------------------- magnitude selection
+#
+# Order: elements are ranked by |x| (float32, so +0 and -0 are equal and +-Inf is the largest
+# magnitude); NaN is rejected with ValueError. Several tensors passed as a list are ranked
+# together (global), in flat index order: tensor 0's elements first, then tensor 1's, ...
+# Ties: when elements at the threshold magnitude must be split, the ones with the lower flat
+# index are kept (pruned ones are the later ties). This makes every count exact and the result
+# deterministic on any thread count and ISA.
+
+__all__ += ["magnitude_mask", "magnitude_prune_tensors_", "pruning_count", "topk_threshold"]
+
+
+def _float32_list(x, name: str = "x") -> Tuple[list, bool]:
+    """(list of float32 CPU contiguous tensors, whether x was a list/tuple)."""
+    if isinstance(x, (list, tuple)):
+        ts = [_as_tensor(t, f"{name}[{i}]") for i, t in enumerate(x)]
+        if ts:
+            dtypes = {t.dtype for t in ts}
+            if len(dtypes) > 1:
+                raise TypeError(f"{name} mixes dtypes {sorted(str(d) for d in dtypes)}: all "
+                                "tensors must be torch.float32")
+            devices = {t.device for t in ts}
+            if len(devices) > 1:
+                raise TypeError(f"{name} mixes devices {sorted(str(d) for d in devices)}: all "
+                                "tensors must be on the CPU")
+        for i, t in enumerate(ts):
+            _check_input(t, f"{name}[{i}]", (torch.float32,))
+        return ts, True
+    t = _as_tensor(x, name)
+    _check_input(t, name, (torch.float32,))
+    return [t], False
+
+
+def _flat_np(ts: list) -> list:
+    return [_np(t).reshape(-1) for t in ts]
+
+
+def pruning_count(amount, n: int) -> int:
+    """How many of n elements ``amount`` prunes, as ``torch.nn.utils.prune`` counts them.
+
+    Args:
+        amount: a float in [0, 1] (fraction: ``round(amount * n)``, Python's round half to
+            even, like ``prune._compute_nparams_toprune``) or an int in [0, n] (a count).
+        n: number of elements.
+
+    Returns:
+        int in [0, n].
+
+    Raises:
+        TypeError: amount is neither int nor float (bool included).
+        ValueError: amount out of range.
+    """
+    if isinstance(amount, bool) or not isinstance(amount, (int, float, np.integer, np.floating)):
+        raise TypeError(f"amount must be an int (count) or a float (fraction), got {amount!r}")
+    if isinstance(amount, (int, np.integer)):
+        if not 0 <= int(amount) <= n:
+            raise ValueError(f"amount (a count) must be in [0, {n}], got {int(amount)}")
+        return int(amount)
+    if not 0.0 <= float(amount) <= 1.0:  # also rejects NaN
+        raise ValueError(f"amount (a fraction) must be in [0, 1], got {amount}")
+    return int(round(float(amount) * n))
+
+
+def topk_threshold(x, k: int) -> float:
+    """The k-th largest magnitude |x| of a float32 tensor, or of a list of them taken together.
+
+    Exact and multi-threaded, with no concatenation: |x| is ranked by its float bits. Above
+    2^20 elements one streaming pass usually suffices (a sample brackets the threshold, the
+    pass counts what lies above and collects the few keys inside the bracket into a buffer
+    capped at n / 25 keys, 4% of x's bytes); when the bracket misses or the buffer would
+    overflow (heavy ties, skewed data) an exact two-pass radix select on the bits takes over
+    (histograms only). The answer never depends on the route, the ISA or the thread count.
+
+    Args:
+        x: float32 CPU contiguous tensor (or numpy array), or a list/tuple of them (global).
+        k: int in [0, n], n the total number of elements. ``k = 0`` returns ``math.inf``:
+            by convention no element is selected (an empty list with k = 0 gives inf too).
+
+    Returns:
+        float: the k-th largest |value| (``sum(|x| >= t) >= k`` and ``sum(|x| > t) < k``).
+        +-Inf inputs are magnitudes like any other (the largest ones).
+
+    Raises:
+        TypeError: not float32, not a tensor, k not an int, or a list mixing dtypes/devices.
+        ValueError: k out of range, x not on the CPU or not contiguous, or x contains NaN.
+    """
+    ts, _ = _float32_list(x)
+    n = sum(t.numel() for t in ts)
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+        raise TypeError(f"k must be an int, got {k!r}")
+    if not 0 <= int(k) <= n:
+        raise ValueError(f"k must be in [0, {n}] (the number of elements), got {int(k)}")
+    _runtime._sync_threads()
+    v = _C.abs_topk_threshold(_flat_np(ts), int(k))  # NaN check runs even for k = 0
+    return math.inf if k == 0 else float(v)
+
+
+def magnitude_mask(x, amount, *, out=None):
+    """Keep-mask of magnitude pruning: True for the elements with the largest |x|.
+
+    Prunes exactly ``pruning_count(amount, n)`` elements, the count ``torch.nn.utils.prune``
+    uses (``round(amount * n)`` for a float, the number itself for an int). A list is pruned
+    globally, like ``prune.global_unstructured`` with ``L1Unstructured``. Elements at the
+    threshold magnitude are kept in flat index order (lower index kept first), so the count
+    is exact under ties; without ties the mask equals torch's mask.
+
+    Args:
+        x: float32 CPU contiguous tensor, or a list/tuple of them (pruned together).
+        amount: fraction in [0, 1] (float) or count (int) of elements to prune.
+        out: optional bool tensor(s) to write into (one per input tensor, same numel,
+            contiguous, CPU), e.g. the masks of the previous pruning step.
+
+    Returns:
+        torch.bool tensor shaped like x (a list of them for a list input); True = kept.
+        With out=, the out tensor(s).
+
+    Raises:
+        TypeError: wrong dtype or amount type, a list mixing dtypes/devices, out not bool.
+        ValueError: amount out of range, not CPU/contiguous, NaN in x, out of the wrong size.
+    """
+    ts, is_list = _float32_list(x)
+    n = sum(t.numel() for t in ts)
+    k = n - pruning_count(amount, n)
+    if out is None:
+        masks = [torch.empty(t.shape, dtype=torch.bool) for t in ts]
+    else:
+        masks = list(out) if is_list else [out]
+        if len(masks) != len(ts):
+            raise ValueError(f"out must hold {len(ts)} tensors (one per input), got {len(masks)}")
+        for i, (m, t) in enumerate(zip(masks, ts)):
+            name = f"out[{i}]" if is_list else "out"
+            if not isinstance(m, torch.Tensor):
+                raise TypeError(f"{name} must be a torch.Tensor, got {type(m).__name__}")
+            _check_input(m, name, (torch.bool,))
+            if m.numel() != t.numel():
+                raise ValueError(f"{name} must have {t.numel()} elements, got {m.numel()}")
+    _runtime._sync_threads()
+    _C.abs_select_mask(_flat_np(ts), k, [m.numpy().reshape(-1) for m in masks])
+    return masks if is_list else masks[0]
+
+
+def magnitude_prune_tensors_(x, amount) -> list:
+    """Magnitude pruning in place: zero the pruned elements of x, keep no mask.
+
+    Same selection as :func:`magnitude_mask` (exact count, ties kept in flat index order),
+    with no mask: the extra memory is a few histograms plus at most 4% of x's bytes (see
+    :func:`topk_threshold`). Writes through the
+    tensors' storage without autograd tracking: call it outside of any graph that needs x.
+
+    Args:
+        x: float32 CPU contiguous tensor, or a list/tuple of them (pruned together).
+        amount: fraction in [0, 1] (float) or count (int) of elements to prune.
+
+    Returns:
+        list of int: elements kept per tensor (one entry for a single tensor); kept elements
+        may already have been 0.
+
+    Raises:
+        TypeError / ValueError: as :func:`magnitude_mask`.
+    """
+    ts, _ = _float32_list(x)
+    n = sum(t.numel() for t in ts)
+    k = n - pruning_count(amount, n)
+    _runtime._sync_threads()
+    return list(_C.abs_select_prune(_flat_np(ts), k))

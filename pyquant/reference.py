@@ -79,3 +79,29 @@ def dynamic_quantize(x: torch.Tensor, *, dtype: torch.dtype = torch.uint8, axis:
         x_min, x_max = x.amin(dim=dims), x.amax(dim=dims)
     scale, zp = dynamic_qparams(x_min, x_max, dtype)
     return quantize(x, scale, zp, axis=axis, dtype=dtype), scale, zp
+
+
+# ----------------------------------------------------------------------------- magnitude selection
+
+
+def topk_threshold(x, k: int) -> float:
+    """k-th largest |x| over a tensor or a list of tensors (torch.kthvalue on the |x|)."""
+    flat = torch.cat([t.detach().reshape(-1).abs() for t in x]) if isinstance(x, (list, tuple)) \
+        else x.detach().reshape(-1).abs()
+    if k == 0:
+        return float("inf")
+    return float(torch.kthvalue(flat, flat.numel() - k + 1).values)
+
+
+def magnitude_mask(x, k_keep: int):
+    """Keep the k_keep largest |x|; ties kept in flat index order (a stable descending sort)."""
+    ts = list(x) if isinstance(x, (list, tuple)) else [x]
+    flat = torch.cat([t.detach().reshape(-1).abs() for t in ts])
+    order = torch.sort(flat, descending=True, stable=True).indices
+    keep = torch.zeros(flat.numel(), dtype=torch.bool)
+    keep[order[:k_keep]] = True
+    masks, pos = [], 0
+    for t in ts:
+        masks.append(keep[pos:pos + t.numel()].reshape(t.shape))
+        pos += t.numel()
+    return masks if isinstance(x, (list, tuple)) else masks[0]

@@ -21,6 +21,11 @@ struct Kernels {
   DequantizeVecFn qs8_f32_dequantize_vec = nullptr;
   DequantizeVecFn qu8_f32_dequantize_vec = nullptr;
   MinMaxFn f32_minmax = nullptr;
+  AbsHistHiFn f32_abs_histogram_hi = nullptr;
+  AbsHistLoFn f32_abs_histogram_lo = nullptr;
+  AbsSelectMaskFn f32_abs_select_mask = nullptr;
+  AbsSelectPruneFn f32_abs_select_prune = nullptr;
+  AbsBracketFn f32_abs_bracket = nullptr;
   // (op, kernel) pairs, e.g. ("f32_qs8_quantize", "f32_qs8_quantize__avx2"), for cpu_info().
   std::vector<std::pair<std::string, std::string>> names;
 };

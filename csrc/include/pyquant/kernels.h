@@ -49,3 +49,49 @@ PYQUANT_DECLARE_KERNELS(ref)
 PYQUANT_DECLARE_KERNELS(avx2)
 PYQUANT_DECLARE_KERNELS(avx512)
 }  // namespace pyquant
+
+// ---------------------------------------------------------------------------------------------
+// Magnitude selection (top-k threshold, magnitude masks). Every float is ordered by its "key",
+// the bit pattern of |x| as uint32 (bits & 0x7fffffff): for non-NaN floats the key is monotone
+// in |x|, +0 and -0 share key 0, +-Inf is 0x7f800000 (above every finite value) and a NaN is
+// any key above 0x7f800000. A radix select needs two histograms: the top 16 bits of the key
+// (key >> 15) and, inside one top bucket, the low 15 bits (key & 0x7fff).
+namespace pyquant {
+constexpr int kAbsHistHiBins = 1 << 16;
+constexpr int kAbsHistLoBins = 1 << 15;
+constexpr uint32_t kAbsKeyInf = 0x7f800000u;
+// hist[key >> 15] += 1 for each of the n floats; returns true if any is NaN. The caller keeps
+// every bin below 2^32 (it calls with fewer than 2^31 elements between flushes).
+using AbsHistHiFn = bool (*)(const float* x, int64_t n, uint32_t* hist);
+// hist[key & 0x7fff] += 1 for each float whose key >> 15 == hi.
+using AbsHistLoFn = void (*)(const float* x, int64_t n, uint32_t hi, uint32_t* hist);
+// mask[i] = key(x[i]) > t, or key(x[i]) == t while *ties_left > 0 (which it then decrements):
+// the first *ties_left elements at the threshold, in index order, are kept. mask bytes are 0/1.
+using AbsSelectMaskFn = void (*)(const float* x, int64_t n, uint32_t t, int64_t* ties_left,
+                                 uint8_t* mask);
+// The same selection applied in place: every element not selected is set to +0.0f.
+// Returns how many elements were kept.
+using AbsSelectPruneFn = int64_t (*)(float* x, int64_t n, uint32_t t, int64_t* ties_left);
+// One pass of a sampled select: adds the number of keys > hi to *above; writes the keys in
+// [lo, hi] to buf while fewer than cap are written; sets *nan if any element is NaN. Returns
+// how many keys are in [lo, hi] (all of them, also past cap). lo <= hi <= 0x7fffffff.
+using AbsBracketFn = int64_t (*)(const float* x, int64_t n, uint32_t lo, uint32_t hi,
+                                 uint32_t* buf, int64_t cap, int64_t* above, bool* nan);
+}  // namespace pyquant
+
+#define PYQUANT_DECLARE_ABS_SELECT_KERNELS(ns)                                             \
+  namespace ns {                                                                           \
+  bool f32_abs_histogram_hi(const float* x, int64_t n, uint32_t* hist);                    \
+  void f32_abs_histogram_lo(const float* x, int64_t n, uint32_t hi, uint32_t* hist);       \
+  void f32_abs_select_mask(const float* x, int64_t n, uint32_t t, int64_t* ties_left,      \
+                           uint8_t* mask);                                                 \
+  int64_t f32_abs_select_prune(float* x, int64_t n, uint32_t t, int64_t* ties_left);       \
+  int64_t f32_abs_bracket(const float* x, int64_t n, uint32_t lo, uint32_t hi, uint32_t* buf, \
+                          int64_t cap, int64_t* above, bool* nan);                         \
+  }
+
+namespace pyquant {
+PYQUANT_DECLARE_ABS_SELECT_KERNELS(ref)
+PYQUANT_DECLARE_ABS_SELECT_KERNELS(avx2)
+PYQUANT_DECLARE_ABS_SELECT_KERNELS(avx512)
+}  // namespace pyquant

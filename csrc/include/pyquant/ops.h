@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 namespace pyquant {
 
@@ -33,5 +34,35 @@ Status dynamic_quantize(const float* x, void* y, QDtype dtype, int64_t rows, int
 
 // The scale and zero point dynamic_quantize derives from a row's min and max.
 Status dynamic_qparams(float min, float max, QDtype dtype, float* scale, int32_t* zero_point);
+
+}  // namespace pyquant
+
+// ---------------------------------------------------------------------------------------------
+// Magnitude selection over one or more float32 buffers taken together (global), in flat index
+// order: buffer 0 first, then buffer 1, ... Nothing is concatenated. Ranking is by the |x| key
+// (kernels.h). From 2^20 elements a sample of 64K keys brackets the threshold and one streaming
+// pass counts the keys above the bracket and collects those inside (at most n / 25 keys, 4% of
+// the input's bytes). If that fails (bracket missed, buffer full), or for small n, an exact
+// radix select runs: pass 1 histograms the top 16 key bits, pass 2 the low 15 bits inside the
+// chosen bucket (a few histograms per task, ~400 KB). Results never depend on the route.
+namespace pyquant {
+
+struct FloatBuffers {
+  std::vector<const float*> data;
+  std::vector<int64_t> size;
+};
+
+// The k-th largest |x| over all buffers (1 <= k <= n), as its key (bits of |x|).
+// Returns nan_in_input if any element is NaN. +-Inf is the largest magnitude.
+Status abs_topk_key(const FloatBuffers& x, int64_t k, uint32_t* key);
+
+// Keeps exactly k elements (0 <= k <= n): every |x| above the k-th largest, then ties at it
+// in flat index order (first come, first kept). masks[i] gets 0/1 bytes for buffer i.
+Status abs_select_mask(const FloatBuffers& x, int64_t k, const std::vector<uint8_t*>& masks);
+
+// The same selection applied in place: the n - k elements not kept are set to +0.0f.
+// kept[i] gets the number of elements of buffer i kept (kept may be null).
+Status abs_select_prune(const std::vector<float*>& x, const std::vector<int64_t>& size, int64_t k,
+                        std::vector<int64_t>* kept);
 
 }  // namespace pyquant
