@@ -446,8 +446,8 @@ def _mse_range(flat: torch.Tensor, dtype: torch.dtype, symmetric: bool, num_cand
 
 # ----------------------------------------------------------------------------- magnitude selection
 #
-# Order: elements are ranked by |x| (float32, so +0 and -0 are equal and +-Inf is the largest
-# magnitude); NaN is rejected with ValueError. Several tensors passed as a list are ranked
+# Order: elements are ranked by |x| (float32, so +0 and -0 are equal); NaN and +-Inf are rejected
+# with ValueError (a weight holding one is broken, and ranking it would hide that). Several tensors passed as a list are ranked
 # together (global), in flat index order: tensor 0's elements first, then tensor 1's, ...
 # Ties: when elements at the threshold magnitude must be split, the ones with the lower flat
 # index are kept (pruned ones are the later ties). This makes every count exact and the result
@@ -524,11 +524,10 @@ def topk_threshold(x, k: int) -> float:
 
     Returns:
         float: the k-th largest |value| (``sum(|x| >= t) >= k`` and ``sum(|x| > t) < k``).
-        +-Inf inputs are magnitudes like any other (the largest ones).
 
     Raises:
         TypeError: not float32, not a tensor, k not an int, or a list mixing dtypes/devices.
-        ValueError: k out of range, x not on the CPU or not contiguous, or x contains NaN.
+        ValueError: k out of range, x not on the CPU or not contiguous, or x contains NaN or Inf.
     """
     ts, _ = _float32_list(x)
     n = sum(t.numel() for t in ts)
@@ -562,7 +561,7 @@ def magnitude_mask(x, amount, *, out=None):
 
     Raises:
         TypeError: wrong dtype or amount type, a list mixing dtypes/devices, out not bool.
-        ValueError: amount out of range, not CPU/contiguous, NaN in x, out of the wrong size.
+        ValueError: amount out of range, not CPU/contiguous, NaN or Inf in x, out of the wrong size.
     """
     ts, is_list = _float32_list(x)
     n = sum(t.numel() for t in ts)

@@ -159,7 +159,7 @@ def magnitude_prune_(model: nn.Module, amount, *, scope: str = "global",
         list of :class:`LayerReport`, one per pruned layer.
 
     Raises:
-        ValueError: bad scope or amount, no prunable layer, NaN in a weight.
+        ValueError: bad scope or amount, no prunable layer, NaN or Inf in a weight.
         TypeError: a weight is not float32.
     """
     _check_scope(scope)

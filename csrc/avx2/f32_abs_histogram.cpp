@@ -24,10 +24,10 @@ bool f32_abs_histogram_hi(const float* x, int64_t n, uint32_t* hist) {
     for (int j = 0; j < 16; ++j) ++hist[idx[j]];
   }
   // Keys are < 2^31, so a signed compare against Inf's key finds a NaN.
-  bool nan = _mm256_movemask_epi8(_mm256_cmpgt_epi32(vmax, _mm256_set1_epi32(kAbsKeyInf))) != 0;
+  bool nan = _mm256_movemask_epi8(_mm256_cmpgt_epi32(vmax, _mm256_set1_epi32(kAbsKeyMaxFinite))) != 0;
   for (; i < n; ++i) {
     const uint32_t k = abs_key(x + i);
-    nan |= k > kAbsKeyInf;
+    nan |= k > kAbsKeyMaxFinite;
     ++hist[k >> 15];
   }
   return nan;
@@ -101,10 +101,10 @@ int64_t f32_abs_bracket(const float* x, int64_t n, uint32_t lo, uint32_t hi, uin
   alignas(32) uint32_t lanes[8];
   _mm256_store_si256((__m256i*)lanes, acc);
   bool has_nan =
-      _mm256_movemask_epi8(_mm256_cmpgt_epi32(vmax, _mm256_set1_epi32(kAbsKeyInf))) != 0;
+      _mm256_movemask_epi8(_mm256_cmpgt_epi32(vmax, _mm256_set1_epi32(kAbsKeyMaxFinite))) != 0;
   for (; i < n; ++i) {
     const uint32_t k = abs_key(x + i);
-    has_nan |= k > kAbsKeyInf;
+    has_nan |= k > kAbsKeyMaxFinite;
     gt_tail += k > hi;
     if (k >= lo && k <= hi) {
       if (cnt < cap) buf[cnt] = k;

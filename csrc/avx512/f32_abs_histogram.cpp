@@ -24,7 +24,7 @@ bool f32_abs_histogram_hi(const float* x, int64_t n, uint32_t* hist) {
     _mm512_store_si512(idx, _mm512_srli_epi32(k, 15));
     for (int j = 0; j < r; ++j) ++hist[idx[j]];
   }
-  return _mm512_cmpgt_epi32_mask(vmax, _mm512_set1_epi32(kAbsKeyInf)) != 0;
+  return _mm512_cmpgt_epi32_mask(vmax, _mm512_set1_epi32(kAbsKeyMaxFinite)) != 0;
 }
 
 void f32_abs_histogram_lo(const float* x, int64_t n, uint32_t hi, uint32_t* hist) {
@@ -78,7 +78,7 @@ int64_t f32_abs_bracket(const float* x, int64_t n, uint32_t lo, uint32_t hi, uin
     }
   }
   *above += gt;
-  if (_mm512_cmpgt_epi32_mask(vmax, _mm512_set1_epi32(kAbsKeyInf)) != 0) *nan = true;
+  if (_mm512_cmpgt_epi32_mask(vmax, _mm512_set1_epi32(kAbsKeyMaxFinite)) != 0) *nan = true;
   return cnt;
 }
 

@@ -186,7 +186,7 @@ Status select(const FloatBuffers& x, const Plan& p, int64_t k, Selection* s) {
       }
       return Status::ok;
     }
-    if (nan) return Status::nan_in_input;
+    if (nan) return Status::nonfinite_in_input;
   }
   std::vector<uint32_t> hist(static_cast<size_t>(T) * kAbsHistHiBins, 0);
   std::atomic<bool> nan{false};
@@ -198,7 +198,7 @@ Status select(const FloatBuffers& x, const Plan& p, int64_t k, Selection* s) {
     });
     if (task_nan) nan.store(true, std::memory_order_relaxed);
   });
-  if (nan.load()) return Status::nan_in_input;
+  if (nan.load()) return Status::nonfinite_in_input;
   if (k == 0) {
     s->key = 0x7fffffffu;  // above every non-NaN key, no ties kept
     return Status::ok;

@@ -73,6 +73,7 @@ const char* status_message(Status s) {
     case Status::ok: return "ok";
     case Status::nan_in_input: return "contains NaN";
     case Status::inf_in_input: return "contains Inf";
+    case Status::nonfinite_in_input: return "contains NaN or Inf";
     case Status::range_overflow: return "has a range (max - min) that overflows float32";
   }
   return "unknown error";

@@ -21,7 +21,7 @@ bool f32_abs_histogram_hi(const float* x, int64_t n, uint32_t* hist) {
     max_key = k > max_key ? k : max_key;
     ++hist[k >> 15];
   }
-  return max_key > kAbsKeyInf;
+  return max_key > kAbsKeyMaxFinite;
 }
 
 void f32_abs_histogram_lo(const float* x, int64_t n, uint32_t hi, uint32_t* hist) {
@@ -51,7 +51,7 @@ int64_t f32_abs_bracket(const float* x, int64_t n, uint32_t lo, uint32_t hi, uin
     }
   }
   *above += gt;
-  if (max_key > kAbsKeyInf) *nan = true;
+  if (max_key > kAbsKeyMaxFinite) *nan = true;
   return cnt;
 }
 

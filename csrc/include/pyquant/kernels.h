@@ -60,6 +60,8 @@ namespace pyquant {
 constexpr int kAbsHistHiBins = 1 << 16;
 constexpr int kAbsHistLoBins = 1 << 15;
 constexpr uint32_t kAbsKeyInf = 0x7f800000u;
+// Keys above this are Inf or NaN: a weight tensor holding one is broken, the ops refuse it.
+constexpr uint32_t kAbsKeyMaxFinite = 0x7f7fffffu;
 // hist[key >> 15] += 1 for each of the n floats; returns true if any is NaN. The caller keeps
 // every bin below 2^32 (it calls with fewer than 2^31 elements between flushes).
 using AbsHistHiFn = bool (*)(const float* x, int64_t n, uint32_t* hist);

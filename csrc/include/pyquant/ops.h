@@ -7,7 +7,7 @@
 
 namespace pyquant {
 
-enum class Status { ok, nan_in_input, inf_in_input, range_overflow };
+enum class Status { ok, nan_in_input, inf_in_input, nonfinite_in_input, range_overflow };
 const char* status_message(Status s);
 
 enum class QDtype { s8, u8 };
