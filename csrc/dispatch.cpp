@@ -20,7 +20,11 @@ Kernels make_table(Isa isa) {
   PYQUANT_USE(ns, suffix, qu8_f32_dequantize)    \
   PYQUANT_USE(ns, suffix, qs8_f32_dequantize_vec) \
   PYQUANT_USE(ns, suffix, qu8_f32_dequantize_vec) \
-  PYQUANT_USE(ns, suffix, f32_minmax)
+  PYQUANT_USE(ns, suffix, f32_minmax)            \
+  PYQUANT_USE(ns, suffix, f32_spmm_csr)          \
+  PYQUANT_USE(ns, suffix, f32_spmv_csr)          \
+  PYQUANT_USE(ns, suffix, qs16_spmm_csr)         \
+  PYQUANT_USE(ns, suffix, qs16_spmm_csr_acc)
   switch (isa) {
     case Isa::scalar:
       PYQUANT_USE_ALL(ref, "scalar")

@@ -390,3 +390,10 @@ def _mse_range(flat: torch.Tensor, dtype: torch.dtype, symmetric: bool, num_cand
         best_lo = torch.where(better, lo, best_lo)
         best_hi = torch.where(better, hi, best_hi)
     return best_lo, best_hi
+
+
+# ----------------------------------------------------------------------------- sparse (issue 5)
+from pyquant.ops_sparse import (SparsePacked, sparse_linear, sparse_pack,  # noqa: E402
+                                sparse_q8_accumulate)
+
+__all__ += ["SparsePacked", "sparse_linear", "sparse_pack", "sparse_q8_accumulate"]

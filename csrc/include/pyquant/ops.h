@@ -35,3 +35,22 @@ Status dynamic_quantize(const float* x, void* y, QDtype dtype, int64_t rows, int
 Status dynamic_qparams(float min, float max, QDtype dtype, float* scale, int32_t* zero_point);
 
 }  // namespace pyquant
+
+// ---------------------------------------------------------------------------------------------
+// Sparse linear (issue 5). W is a validated SparseMatrix (indices < k, row_ptr monotonic).
+#include "pyquant/kernels.h"
+
+namespace pyquant {
+
+// y[M, N] = x[M, K] @ W^T (+ bias). Work split over threads by nonzeros.
+void sparse_linear_f32(const SparseMatrix& w, const float* x, int64_t m, const float* bias,
+                       float* y);
+// int8 values with per-row scales w_scale[N]; x quantized per row (uint8, ONNX
+// DynamicQuantizeLinear) by dynamic_quantize; int32 accumulation; fused epilogue.
+Status sparse_linear_q8(const SparseMatrix& w, const float* w_scale, const float* x, int64_t m,
+                        const float* bias, float* y);
+// The raw int32 accumulators acc[m, n] = sum_k (xq[m, k] - zp[m]) * W[n, k] (for tests).
+void sparse_q8_accumulate(const SparseMatrix& w, const uint8_t* xq, const int32_t* zero_point,
+                          int64_t m, int32_t* acc);
+
+}  // namespace pyquant

@@ -1,0 +1,170 @@
+// Sparse linear ops: activation panels, the nonzero-balanced split over threads, kernel calls.
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "pyquant/dispatch.h"
+#include "pyquant/ops.h"
+#include "pyquant/threadpool.h"
+
+namespace pyquant {
+namespace {
+
+constexpr int64_t kPanel = 32;          // columns of M per panel (the kernels' register tile)
+constexpr int64_t kRowCost = 8;         // a row's fixed cost (epilogue stores) in nonzero units
+constexpr int64_t kGrainMacs = 1 << 16; // below this many multiply-adds per task: one thread
+
+struct Panel {
+  int64_t m0, valid, width, offset;
+};
+
+std::vector<Panel> make_panels(int64_t m, int64_t k, int64_t* total) {
+  std::vector<Panel> panels;
+  int64_t offset = 0;
+  for (int64_t m0 = 0; m0 < m; m0 += kPanel) {
+    const int64_t valid = std::min(kPanel, m - m0);
+    const int64_t width = (valid + 7) / 8 * 8;  // kernels take multiples of 8 columns
+    panels.push_back({m0, valid, width, offset});
+    offset += width * k;
+  }
+  *total = offset;
+  return panels;
+}
+
+// A per-thread scratch buffer that only grows: a fresh multi-MB allocation per call would
+// page-fault on every call.
+template <typename T>
+T* scratch(size_t n, int slot) {
+  thread_local std::vector<T> bufs[2];
+  std::vector<T>& b = bufs[slot];
+  if (b.size() < n) b.resize(n);
+  return b.data();
+}
+
+// Transposes x rows [m0, m0 + valid) into panel[k * width + j] for k in [k0, k1), padding
+// columns j >= valid with zero. Blocked over k so the strided writes stay in L1.
+template <typename Src, typename Dst, typename Conv>
+void pack_panel(const Src* x, int64_t k, const Panel& p, int64_t k0, int64_t k1, Dst* panel,
+                Conv conv) {
+  constexpr int64_t kBlock = 64;
+  for (int64_t kb = k0; kb < k1; kb += kBlock) {
+    const int64_t ke = std::min(k1, kb + kBlock);
+    for (int64_t j = 0; j < p.valid; ++j) {
+      const Src* row = x + (p.m0 + j) * k;
+      for (int64_t kk = kb; kk < ke; ++kk) panel[kk * p.width + j] = conv(row[kk], p.m0 + j);
+    }
+    for (int64_t j = p.valid; j < p.width; ++j)
+      for (int64_t kk = kb; kk < ke; ++kk) panel[kk * p.width + j] = Dst(0);
+  }
+}
+
+template <typename Src, typename Dst, typename Conv>
+void pack_panels(const Src* x, int64_t m, int64_t k, const std::vector<Panel>& panels, Dst* buf,
+                 Conv conv) {
+  const int64_t tasks = num_tasks_for(m * k, 1 << 16);
+  const int64_t per_panel = std::max<int64_t>(1, tasks / static_cast<int64_t>(panels.size()));
+  const int64_t chunk = (k + per_panel - 1) / per_panel;
+  ThreadPool::global().run(static_cast<int64_t>(panels.size()) * per_panel, [&](int64_t t) {
+    const Panel& p = panels[t / per_panel];
+    const int64_t k0 = std::min(k, (t % per_panel) * chunk), k1 = std::min(k, k0 + chunk);
+    pack_panel(x, k, p, k0, k1, buf + p.offset, conv);
+  });
+}
+
+// Row boundaries of `tasks` ranges with about equal nonzeros (plus a per-row cost):
+// bounds[t] = first row whose cost prefix reaches t / tasks of the total.
+std::vector<int64_t> balanced_rows(const SparseMatrix& w, int64_t tasks) {
+  const int64_t n = w.n;
+  const int64_t total = w.row_ptr[n] + kRowCost * n;
+  std::vector<int64_t> bounds(tasks + 1, n);
+  bounds[0] = 0;
+  int64_t row = 0;
+  for (int64_t t = 1; t < tasks; ++t) {
+    const int64_t target = total * t / tasks;
+    while (row < n && w.row_ptr[row] + kRowCost * row < target) ++row;
+    bounds[t] = row;
+  }
+  return bounds;
+}
+
+int64_t tasks_for(const SparseMatrix& w, int64_t m) {
+  const int64_t macs = (w.row_ptr[w.n] + kRowCost * w.n) * std::max<int64_t>(m, 8);
+  return std::min<int64_t>(num_tasks_for(macs, kGrainMacs), std::max<int64_t>(w.n, 1));
+}
+
+}  // namespace
+
+void sparse_linear_f32(const SparseMatrix& w, const float* x, int64_t m, const float* bias,
+                       float* y) {
+  const Kernels& kt = kernels();
+  if (m == 0 || w.n == 0) return;
+  const int64_t tasks = tasks_for(w, m);
+  const std::vector<int64_t> bounds = balanced_rows(w, tasks);
+  if (m == 1) {
+    ThreadPool::global().run(tasks, [&](int64_t t) {
+      kt.f32_spmv_csr(&w, bounds[t], bounds[t + 1], x, y, bias);
+    });
+    return;
+  }
+  int64_t total = 0;
+  const std::vector<Panel> panels = make_panels(m, w.k, &total);
+  float* buf = scratch<float>(static_cast<size_t>(total), 0);
+  pack_panels(x, m, w.k, panels, buf, [](float v, int64_t) { return v; });
+  ThreadPool::global().run(tasks, [&](int64_t t) {
+    for (const Panel& p : panels)
+      kt.f32_spmm_csr(&w, bounds[t], bounds[t + 1], buf + p.offset, p.width, p.valid,
+                      y + p.m0 * w.n, w.n, bias);
+  });
+}
+
+Status sparse_linear_q8(const SparseMatrix& w, const float* w_scale, const float* x, int64_t m,
+                        const float* bias, float* y) {
+  const Kernels& kt = kernels();
+  if (m == 0 || w.n == 0) return Status::ok;
+  // Per-row dynamic quantization with the core op (also catches NaN / Inf in x).
+  uint8_t* xq = scratch<uint8_t>(static_cast<size_t>(m * w.k), 0);
+  std::vector<float> xs(m);
+  std::vector<int32_t> zp(m);
+  const Status st = dynamic_quantize(x, xq, QDtype::u8, m, w.k, xs.data(), zp.data());
+  if (st != Status::ok) return st;
+  int64_t total = 0;
+  const std::vector<Panel> panels = make_panels(m, w.k, &total);
+  int16_t* buf = scratch<int16_t>(static_cast<size_t>(total), 1);
+  const int32_t* zpp = zp.data();
+  // Subtracting the zero point while widening to int16 is free and removes gemmlowp's
+  // row-sum correction term from the epilogue: (x_q - zp) is in [-255, 255].
+  pack_panels(xq, m, w.k, panels, buf, [zpp](uint8_t v, int64_t mi) {
+    return static_cast<int16_t>(static_cast<int32_t>(v) - zpp[mi]);
+  });
+  const int64_t tasks = tasks_for(w, m);
+  const std::vector<int64_t> bounds = balanced_rows(w, tasks);
+  ThreadPool::global().run(tasks, [&](int64_t t) {
+    for (const Panel& p : panels)
+      kt.qs16_spmm_csr(&w, bounds[t], bounds[t + 1], buf + p.offset, p.width, p.valid,
+                       xs.data() + p.m0, w_scale, y + p.m0 * w.n, w.n, bias);
+  });
+  return Status::ok;
+}
+
+void sparse_q8_accumulate(const SparseMatrix& w, const uint8_t* xq, const int32_t* zero_point,
+                          int64_t m, int32_t* acc) {
+  const Kernels& kt = kernels();
+  if (m == 0 || w.n == 0) return;
+  int64_t total = 0;
+  const std::vector<Panel> panels = make_panels(m, w.k, &total);
+  std::vector<int16_t> buf(static_cast<size_t>(total));
+  pack_panels(xq, m, w.k, panels, buf.data(), [zero_point](uint8_t v, int64_t mi) {
+    return static_cast<int16_t>(static_cast<int32_t>(v) - zero_point[mi]);
+  });
+  const int64_t tasks = tasks_for(w, m);
+  const std::vector<int64_t> bounds = balanced_rows(w, tasks);
+  ThreadPool::global().run(tasks, [&](int64_t t) {
+    for (const Panel& p : panels)
+      kt.qs16_spmm_csr_acc(&w, bounds[t], bounds[t + 1], buf.data() + p.offset, p.width, p.valid,
+                           acc + p.m0 * w.n, w.n);
+  });
+}
+
+}  // namespace pyquant
