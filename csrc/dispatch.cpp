@@ -23,8 +23,7 @@ Kernels make_table(Isa isa) {
   PYQUANT_USE(ns, suffix, f32_minmax)            \
   PYQUANT_USE(ns, suffix, f32_spmm_csr)          \
   PYQUANT_USE(ns, suffix, f32_spmv_csr)          \
-  PYQUANT_USE(ns, suffix, qs16_spmm_csr)         \
-  PYQUANT_USE(ns, suffix, qs16_spmm_csr_acc)
+  PYQUANT_USE(ns, suffix, qs16_spmm_csr)
   switch (isa) {
     case Isa::scalar:
       PYQUANT_USE_ALL(ref, "scalar")

@@ -15,16 +15,20 @@ namespace {
 
 // fp32, W = 32: 2 zmm per nonzero, 4 nonzeros in flight -> 8 FMA chains.
 template <typename I>
-void spmm32(const SparseMatrix* w, const I* idx, int64_t n0, int64_t n1, const float* panel,
-            int64_t valid, float* y, int64_t ldy, const float* bias) {
+void spmm32(const float* values, const I* idx, int64_t n0, int64_t n1, const int64_t* begin,
+            const int64_t* end_p, int64_t stride, const float* panel, float* yt,
+            bool accumulate) {
   constexpr int U = 4;
-  const auto* values = static_cast<const float*>(w->values);
-  alignas(64) float buf[32];
   for (int64_t n = n0; n < n1; ++n) {
+    float* out = yt + n * 32;
     __m512 a[U][2];
     for (int u = 0; u < U; ++u) a[u][0] = a[u][1] = _mm512_setzero_ps();
-    int64_t p = w->row_ptr[n];
-    const int64_t end = w->row_ptr[n + 1];
+    if (accumulate) {
+      a[0][0] = _mm512_loadu_ps(out);
+      a[0][1] = _mm512_loadu_ps(out + 16);
+    }
+    int64_t p = begin[n * stride];
+    const int64_t end = end_p[n * stride];
     for (; p + U <= end; p += U) {
       for (int u = 0; u < U; ++u) {
         const __m512 v = _mm512_set1_ps(values[p + u]);
@@ -39,12 +43,9 @@ void spmm32(const SparseMatrix* w, const I* idx, int64_t n0, int64_t n1, const f
       a[0][0] = _mm512_fmadd_ps(v, _mm512_loadu_ps(xr), a[0][0]);
       a[0][1] = _mm512_fmadd_ps(v, _mm512_loadu_ps(xr + 16), a[0][1]);
     }
-    const __m512 b = _mm512_set1_ps(bias ? bias[n] : 0.0f);
-    for (int j = 0; j < 2; ++j) {
-      __m512 s = _mm512_add_ps(_mm512_add_ps(a[0][j], a[1][j]), _mm512_add_ps(a[2][j], a[3][j]));
-      _mm512_store_ps(buf + 16 * j, _mm512_add_ps(s, b));
-    }
-    for (int64_t j = 0; j < valid; ++j) y[j * ldy + n] = buf[j];
+    for (int j = 0; j < 2; ++j)
+      _mm512_storeu_ps(out + 16 * j, _mm512_add_ps(_mm512_add_ps(a[0][j], a[1][j]),
+                                                   _mm512_add_ps(a[2][j], a[3][j])));
   }
 }
 
@@ -74,18 +75,20 @@ void spmv(const SparseMatrix* w, const I* idx, int64_t n0, int64_t n1, const flo
 }
 
 // int8, W = 32: one zmm of int16 per panel row. unpacklo/hi work per 128-bit lane, so lo
-// holds columns {8q .. 8q+3} and hi {8q+4 .. 8q+7} of lane q.
+// holds columns {8q .. 8q+3} and hi {8q+4 .. 8q+7} of lane q; a two-source permute restores
+// column order.
 template <typename I>
-void q32(const SparseMatrix* w, const I* idx, int64_t n0, int64_t n1, const int16_t* panel,
-         int64_t valid, int32_t* out, int64_t ld, const float* xs, const float* ws, float* y,
-         const float* bias) {
-  const auto* values = static_cast<const int16_t*>(w->values);
-  alignas(64) int32_t lo_buf[16], hi_buf[16];
-  int32_t buf[32];
+void q32(const int16_t* values, const I* idx, int64_t n0, int64_t n1, const int64_t* begin,
+         const int64_t* end_p, int64_t stride, const int16_t* panel, int32_t* acct,
+         bool accumulate) {
+  const __m512i first = _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23);
+  const __m512i second =
+      _mm512_setr_epi32(8, 9, 10, 11, 24, 25, 26, 27, 12, 13, 14, 15, 28, 29, 30, 31);
   for (int64_t n = n0; n < n1; ++n) {
+    int32_t* out = acct + n * 32;
     __m512i lo = _mm512_setzero_si512(), hi = _mm512_setzero_si512();
-    const int64_t end = w->row_ptr[n + 1];
-    for (int64_t p = w->row_ptr[n]; p < end; p += 2) {
+    const int64_t end = end_p[n * stride];
+    for (int64_t p = begin[n * stride]; p < end; p += 2) {
       int32_t pair;
       __builtin_memcpy(&pair, values + p, 4);
       const __m512i wp = _mm512_set1_epi32(pair);
@@ -94,30 +97,27 @@ void q32(const SparseMatrix* w, const I* idx, int64_t n0, int64_t n1, const int1
       lo = _mm512_add_epi32(lo, _mm512_madd_epi16(_mm512_unpacklo_epi16(a, b), wp));
       hi = _mm512_add_epi32(hi, _mm512_madd_epi16(_mm512_unpackhi_epi16(a, b), wp));
     }
-    _mm512_store_si512(lo_buf, lo);
-    _mm512_store_si512(hi_buf, hi);
-    for (int q = 0; q < 4; ++q)
-      for (int i = 0; i < 4; ++i) {
-        buf[8 * q + i] = lo_buf[4 * q + i];
-        buf[8 * q + 4 + i] = hi_buf[4 * q + i];
-      }
-    if (y) {
-      const float s = ws[n], b = bias ? bias[n] : 0.0f;
-      for (int64_t j = 0; j < valid; ++j)
-        y[j * ld + n] = static_cast<float>(buf[j]) * (xs[j] * s) + b;
-    } else {
-      for (int64_t j = 0; j < valid; ++j) out[j * ld + n] = buf[j];
+    __m512i r0 = _mm512_permutex2var_epi32(lo, first, hi);
+    __m512i r1 = _mm512_permutex2var_epi32(lo, second, hi);
+    if (accumulate) {
+      r0 = _mm512_add_epi32(r0, _mm512_loadu_si512(out));
+      r1 = _mm512_add_epi32(r1, _mm512_loadu_si512(out + 16));
     }
+    _mm512_storeu_si512(out, r0);
+    _mm512_storeu_si512(out + 16, r1);
   }
 }
 
 }  // namespace
 
-void f32_spmm_csr(const SparseMatrix* w, int64_t n0, int64_t n1, const float* panel,
-                  int64_t width, int64_t valid, float* y, int64_t ldy, const float* bias) {
-  if (width != 32) return avx2::f32_spmm_csr(w, n0, n1, panel, width, valid, y, ldy, bias);
-  if (w->idx16) spmm32(w, w->idx16, n0, n1, panel, valid, y, ldy, bias);
-  else spmm32(w, w->idx32, n0, n1, panel, valid, y, ldy, bias);
+void f32_spmm_csr(const SparseMatrix* w, int64_t n0, int64_t n1, const int64_t* begin,
+                  const int64_t* end, int64_t stride, const float* panel, int64_t width,
+                  float* yt, bool accumulate) {
+  if (width != 32)
+    return avx2::f32_spmm_csr(w, n0, n1, begin, end, stride, panel, width, yt, accumulate);
+  const auto* v = static_cast<const float*>(w->values);
+  if (w->idx16) spmm32(v, w->idx16, n0, n1, begin, end, stride, panel, yt, accumulate);
+  else spmm32(v, w->idx32, n0, n1, begin, end, stride, panel, yt, accumulate);
 }
 
 void f32_spmv_csr(const SparseMatrix* w, int64_t n0, int64_t n1, const float* x, float* y,
@@ -126,22 +126,14 @@ void f32_spmv_csr(const SparseMatrix* w, int64_t n0, int64_t n1, const float* x,
   else spmv(w, w->idx32, n0, n1, x, y, bias);
 }
 
-void qs16_spmm_csr(const SparseMatrix* w, int64_t n0, int64_t n1, const int16_t* panel,
-                   int64_t width, int64_t valid, const float* x_scale, const float* w_scale,
-                   float* y, int64_t ldy, const float* bias) {
+void qs16_spmm_csr(const SparseMatrix* w, int64_t n0, int64_t n1, const int64_t* begin,
+                   const int64_t* end, int64_t stride, const int16_t* panel, int64_t width,
+                   int32_t* acct, bool accumulate) {
   if (width != 32)
-    return avx2::qs16_spmm_csr(w, n0, n1, panel, width, valid, x_scale, w_scale, y, ldy, bias);
-  if (w->idx16) q32(w, w->idx16, n0, n1, panel, valid, nullptr, ldy, x_scale, w_scale, y, bias);
-  else q32(w, w->idx32, n0, n1, panel, valid, nullptr, ldy, x_scale, w_scale, y, bias);
-}
-
-void qs16_spmm_csr_acc(const SparseMatrix* w, int64_t n0, int64_t n1, const int16_t* panel,
-                       int64_t width, int64_t valid, int32_t* acc, int64_t ldacc) {
-  if (width != 32) return avx2::qs16_spmm_csr_acc(w, n0, n1, panel, width, valid, acc, ldacc);
-  if (w->idx16)
-    q32(w, w->idx16, n0, n1, panel, valid, acc, ldacc, nullptr, nullptr, nullptr, nullptr);
-  else
-    q32(w, w->idx32, n0, n1, panel, valid, acc, ldacc, nullptr, nullptr, nullptr, nullptr);
+    return avx2::qs16_spmm_csr(w, n0, n1, begin, end, stride, panel, width, acct, accumulate);
+  const auto* v = static_cast<const int16_t*>(w->values);
+  if (w->idx16) q32(v, w->idx16, n0, n1, begin, end, stride, panel, acct, accumulate);
+  else q32(v, w->idx32, n0, n1, begin, end, stride, panel, acct, accumulate);
 }
 
 }  // namespace avx512

@@ -1,8 +1,12 @@
-// Sparse linear ops: activation panels, the nonzero-balanced split over threads, kernel calls.
+// Sparse linear ops: activation panels, the nonzero-balanced split over threads, K blocking,
+// kernel calls, and the transposing epilogue.
+//
+// Loop order per task (a range of output rows with about equal nonzeros):
+//   for each 32-column panel of M, for each K block, for each row: kernel -> yt[n][32]
+// The K block of the panel (<= 128 KB) stays in L2 while all rows stream over it; the
+// transposed tile yt is read and written sequentially. Then yt -> y[m][n] (+ epilogue).
 #include <algorithm>
-#include <atomic>
 #include <cstdint>
-#include <memory>
 #include <vector>
 
 #include "pyquant/dispatch.h"
@@ -12,9 +16,9 @@
 namespace pyquant {
 namespace {
 
-constexpr int64_t kPanel = 32;          // columns of M per panel (the kernels' register tile)
-constexpr int64_t kRowCost = 8;         // a row's fixed cost (epilogue stores) in nonzero units
-constexpr int64_t kGrainMacs = 1 << 16; // below this many multiply-adds per task: one thread
+constexpr int64_t kPanel = 32;           // columns of M per panel (the kernels' register tile)
+constexpr int64_t kRowCost = 8;          // a row's fixed cost (tile stores) in nonzero units
+constexpr int64_t kGrainMacs = 1 << 16;  // below this many multiply-adds per task: one thread
 
 struct Panel {
   int64_t m0, valid, width, offset;
@@ -94,15 +98,51 @@ int64_t tasks_for(const SparseMatrix& w, int64_t m) {
   return std::min<int64_t>(num_tasks_for(macs, kGrainMacs), std::max<int64_t>(w.n, 1));
 }
 
-}  // namespace
-
-void sparse_linear_f32(const SparseMatrix& w, const float* x, int64_t m, const float* bias,
-                       float* y) {
-  const Kernels& kt = kernels();
-  if (m == 0 || w.n == 0) return;
+// Runs kernel(n0, n1, begin, end, stride, panel, width, tile, accumulate) over every panel and
+// K block for each task's rows, then finish(task rows, panel, tile) converts the tile.
+template <typename A, typename P, typename Kernel, typename Finish>
+void run_blocked(const SparseMatrix& w, const SparseBlocks& blocks, int64_t m,
+                 const std::vector<Panel>& panels, const P* panel_buf, A* tiles, Kernel kernel,
+                 Finish finish) {
   const int64_t tasks = tasks_for(w, m);
   const std::vector<int64_t> bounds = balanced_rows(w, tasks);
+  const bool blocked = blocks.block_ptr != nullptr && blocks.num_blocks > 1;
+  const int64_t nb = blocked ? blocks.num_blocks : 1;
+  const int64_t* base = blocked ? blocks.block_ptr : w.row_ptr;
+  const int64_t stride = blocked ? nb + 1 : 1;
+  ThreadPool::global().run(tasks, [&](int64_t t) {
+    const int64_t n0 = bounds[t], n1 = bounds[t + 1];
+    if (n0 >= n1) return;
+    for (const Panel& p : panels) {
+      A* tile = tiles + p.m0 * w.n;  // every earlier panel is 32 wide
+      for (int64_t b = 0; b < nb; ++b)
+        kernel(n0, n1, base + b, base + b + 1, stride, panel_buf + p.offset, p.width, tile, b > 0);
+      finish(n0, n1, p, tile);
+    }
+  });
+}
+
+// tile[n * width + j] -> out[(m0 + j) * n_total + n] via f, 16 rows at a time so both sides
+// stay in L1.
+template <typename A, typename F>
+void transpose_out(int64_t n0, int64_t n1, const Panel& p, const A* tile, F f) {
+  constexpr int64_t kRows = 16;
+  for (int64_t nb = n0; nb < n1; nb += kRows) {
+    const int64_t ne = std::min(n1, nb + kRows);
+    for (int64_t j = 0; j < p.valid; ++j)
+      for (int64_t n = nb; n < ne; ++n) f(p.m0 + j, n, tile[n * p.width + j]);
+  }
+}
+
+}  // namespace
+
+void sparse_linear_f32(const SparseMatrix& w, const SparseBlocks& blocks, const float* x,
+                       int64_t m, const float* bias, float* y) {
+  const Kernels& kt = kernels();
+  if (m == 0 || w.n == 0) return;
   if (m == 1) {
+    const int64_t tasks = tasks_for(w, m);
+    const std::vector<int64_t> bounds = balanced_rows(w, tasks);
     ThreadPool::global().run(tasks, [&](int64_t t) {
       kt.f32_spmv_csr(&w, bounds[t], bounds[t + 1], x, y, bias);
     });
@@ -111,16 +151,24 @@ void sparse_linear_f32(const SparseMatrix& w, const float* x, int64_t m, const f
   int64_t total = 0;
   const std::vector<Panel> panels = make_panels(m, w.k, &total);
   float* buf = scratch<float>(static_cast<size_t>(total), 0);
+  float* tiles = scratch<float>(static_cast<size_t>(((m + 7) / 8 * 8) * w.n), 1);
   pack_panels(x, m, w.k, panels, buf, [](float v, int64_t) { return v; });
-  ThreadPool::global().run(tasks, [&](int64_t t) {
-    for (const Panel& p : panels)
-      kt.f32_spmm_csr(&w, bounds[t], bounds[t + 1], buf + p.offset, p.width, p.valid,
-                      y + p.m0 * w.n, w.n, bias);
-  });
+  const int64_t n = w.n;
+  run_blocked(
+      w, blocks, m, panels, buf, tiles,
+      [&](int64_t n0, int64_t n1, const int64_t* b, const int64_t* e, int64_t s, const float* pb,
+          int64_t width, float* tile, bool acc) {
+        kt.f32_spmm_csr(&w, n0, n1, b, e, s, pb, width, tile, acc);
+      },
+      [&](int64_t n0, int64_t n1, const Panel& p, const float* tile) {
+        transpose_out(n0, n1, p, tile, [&](int64_t mi, int64_t ni, float v) {
+          y[mi * n + ni] = v + (bias ? bias[ni] : 0.0f);
+        });
+      });
 }
 
-Status sparse_linear_q8(const SparseMatrix& w, const float* w_scale, const float* x, int64_t m,
-                        const float* bias, float* y) {
+Status sparse_linear_q8(const SparseMatrix& w, const SparseBlocks& blocks, const float* w_scale,
+                        const float* x, int64_t m, const float* bias, float* y) {
   const Kernels& kt = kernels();
   if (m == 0 || w.n == 0) return Status::ok;
   // Per-row dynamic quantization with the core op (also catches NaN / Inf in x).
@@ -131,40 +179,53 @@ Status sparse_linear_q8(const SparseMatrix& w, const float* w_scale, const float
   if (st != Status::ok) return st;
   int64_t total = 0;
   const std::vector<Panel> panels = make_panels(m, w.k, &total);
-  int16_t* buf = scratch<int16_t>(static_cast<size_t>(total), 1);
+  int16_t* buf = scratch<int16_t>(static_cast<size_t>(total), 0);
+  int32_t* tiles = scratch<int32_t>(static_cast<size_t>(((m + 7) / 8 * 8) * w.n), 0);
   const int32_t* zpp = zp.data();
   // Subtracting the zero point while widening to int16 is free and removes gemmlowp's
   // row-sum correction term from the epilogue: (x_q - zp) is in [-255, 255].
   pack_panels(xq, m, w.k, panels, buf, [zpp](uint8_t v, int64_t mi) {
     return static_cast<int16_t>(static_cast<int32_t>(v) - zpp[mi]);
   });
-  const int64_t tasks = tasks_for(w, m);
-  const std::vector<int64_t> bounds = balanced_rows(w, tasks);
-  ThreadPool::global().run(tasks, [&](int64_t t) {
-    for (const Panel& p : panels)
-      kt.qs16_spmm_csr(&w, bounds[t], bounds[t + 1], buf + p.offset, p.width, p.valid,
-                       xs.data() + p.m0, w_scale, y + p.m0 * w.n, w.n, bias);
-  });
+  const int64_t n = w.n;
+  const float* xsp = xs.data();
+  run_blocked(
+      w, blocks, m, panels, buf, tiles,
+      [&](int64_t n0, int64_t n1, const int64_t* b, const int64_t* e, int64_t s,
+          const int16_t* pb, int64_t width, int32_t* tile, bool acc) {
+        kt.qs16_spmm_csr(&w, n0, n1, b, e, s, pb, width, tile, acc);
+      },
+      [&](int64_t n0, int64_t n1, const Panel& p, const int32_t* tile) {
+        transpose_out(n0, n1, p, tile, [&](int64_t mi, int64_t ni, int32_t v) {
+          y[mi * n + ni] =
+              static_cast<float>(v) * (xsp[mi] * w_scale[ni]) + (bias ? bias[ni] : 0.0f);
+        });
+      });
   return Status::ok;
 }
 
-void sparse_q8_accumulate(const SparseMatrix& w, const uint8_t* xq, const int32_t* zero_point,
-                          int64_t m, int32_t* acc) {
+void sparse_q8_accumulate(const SparseMatrix& w, const SparseBlocks& blocks, const uint8_t* xq,
+                          const int32_t* zero_point, int64_t m, int32_t* acc) {
   const Kernels& kt = kernels();
   if (m == 0 || w.n == 0) return;
   int64_t total = 0;
   const std::vector<Panel> panels = make_panels(m, w.k, &total);
   std::vector<int16_t> buf(static_cast<size_t>(total));
+  std::vector<int32_t> tiles(static_cast<size_t>(((m + 7) / 8 * 8) * w.n));
   pack_panels(xq, m, w.k, panels, buf.data(), [zero_point](uint8_t v, int64_t mi) {
     return static_cast<int16_t>(static_cast<int32_t>(v) - zero_point[mi]);
   });
-  const int64_t tasks = tasks_for(w, m);
-  const std::vector<int64_t> bounds = balanced_rows(w, tasks);
-  ThreadPool::global().run(tasks, [&](int64_t t) {
-    for (const Panel& p : panels)
-      kt.qs16_spmm_csr_acc(&w, bounds[t], bounds[t + 1], buf.data() + p.offset, p.width, p.valid,
-                           acc + p.m0 * w.n, w.n);
-  });
+  const int64_t n = w.n;
+  run_blocked(
+      w, blocks, m, panels, buf.data(), tiles.data(),
+      [&](int64_t n0, int64_t n1, const int64_t* b, const int64_t* e, int64_t s,
+          const int16_t* pb, int64_t width, int32_t* tile, bool a) {
+        kt.qs16_spmm_csr(&w, n0, n1, b, e, s, pb, width, tile, a);
+      },
+      [&](int64_t n0, int64_t n1, const Panel& p, const int32_t* tile) {
+        transpose_out(n0, n1, p, tile,
+                      [&](int64_t mi, int64_t ni, int32_t v) { acc[mi * n + ni] = v; });
+      });
 }
 
 }  // namespace pyquant

@@ -24,7 +24,6 @@ struct Kernels {
   SpmmF32Fn f32_spmm_csr = nullptr;
   SpmvF32Fn f32_spmv_csr = nullptr;
   SpmmQ8Fn qs16_spmm_csr = nullptr;
-  SpmmQ8AccFn qs16_spmm_csr_acc = nullptr;
   // (op, kernel) pairs, e.g. ("f32_qs8_quantize", "f32_qs8_quantize__avx2"), for cpu_info().
   std::vector<std::pair<std::string, std::string>> names;
 };

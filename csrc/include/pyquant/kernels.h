@@ -71,37 +71,34 @@ struct SparseMatrix {
 };
 
 // Activations are packed per call into panels of `width` (8, 16, 24 or 32) columns of M:
-// panel[k * width + j] = x[m0 + j, k] (zero for j >= valid). One kernel call computes rows
-// [n0, n1) of the output for that panel and writes y[j * ldy + n] for j < valid (y already
-// points at row m0), adding bias[n] if bias is not null.
-using SpmmF32Fn = void (*)(const SparseMatrix* w, int64_t n0, int64_t n1, const float* panel,
-                           int64_t width, int64_t valid, float* y, int64_t ldy, const float* bias);
-// M = 1: y[n] = sum values * x[col] (+ bias[n]) for n in [n0, n1).
+// panel[k * width + j] = x[m0 + j, k] (zero for j >= valid). A kernel call handles rows
+// [n0, n1): row n's entries are [begin[n * stride], end[n * stride]) (plain CSR: begin =
+// row_ptr, end = row_ptr + 1, stride 1; a K block: the pack's block pointers), and it writes the
+// transposed tile yt[n * width + j] for all j < width: set if !accumulate, else added to.
+using SpmmF32Fn = void (*)(const SparseMatrix* w, int64_t n0, int64_t n1, const int64_t* begin,
+                           const int64_t* end, int64_t stride, const float* panel, int64_t width,
+                           float* yt, bool accumulate);
+// M = 1: y[n] = sum values * x[col] (+ bias[n]) for n in [n0, n1) (whole rows).
 using SpmvF32Fn = void (*)(const SparseMatrix* w, int64_t n0, int64_t n1, const float* x,
                            float* y, const float* bias);
 // int8: the panel holds int16 (x_q - zero_point) in [-255, 255]; int32 accumulation, exact
-// (|sum| <= nnz_row * 255 * 128 < 2^31 is checked at pack time). Epilogue:
-// y[j * ldy + n] = float(acc) * (x_scale[j] * w_scale[n]) + bias[n].
-using SpmmQ8Fn = void (*)(const SparseMatrix* w, int64_t n0, int64_t n1, const int16_t* panel,
-                          int64_t width, int64_t valid, const float* x_scale,
-                          const float* w_scale, float* y, int64_t ldy, const float* bias);
-// Raw int32 accumulators for tests: acc[j * ldacc + n] (no epilogue), same panel format.
-using SpmmQ8AccFn = void (*)(const SparseMatrix* w, int64_t n0, int64_t n1, const int16_t* panel,
-                             int64_t width, int64_t valid, int32_t* acc, int64_t ldacc);
+// (|sum| <= nnz_row * 255 * 127 < 2^31 is checked at pack time). Entries come in pairs.
+using SpmmQ8Fn = void (*)(const SparseMatrix* w, int64_t n0, int64_t n1, const int64_t* begin,
+                          const int64_t* end, int64_t stride, const int16_t* panel, int64_t width,
+                          int32_t* acct, bool accumulate);
 
 }  // namespace pyquant
 
 #define PYQUANT_DECLARE_SPARSE_KERNELS(ns)                                                      \
   namespace ns {                                                                                \
-  void f32_spmm_csr(const SparseMatrix* w, int64_t n0, int64_t n1, const float* panel,          \
-                    int64_t width, int64_t valid, float* y, int64_t ldy, const float* bias);    \
+  void f32_spmm_csr(const SparseMatrix* w, int64_t n0, int64_t n1, const int64_t* begin,        \
+                    const int64_t* end, int64_t stride, const float* panel, int64_t width,      \
+                    float* yt, bool accumulate);                                                \
   void f32_spmv_csr(const SparseMatrix* w, int64_t n0, int64_t n1, const float* x, float* y,    \
                     const float* bias);                                                         \
-  void qs16_spmm_csr(const SparseMatrix* w, int64_t n0, int64_t n1, const int16_t* panel,       \
-                     int64_t width, int64_t valid, const float* x_scale, const float* w_scale,  \
-                     float* y, int64_t ldy, const float* bias);                                 \
-  void qs16_spmm_csr_acc(const SparseMatrix* w, int64_t n0, int64_t n1, const int16_t* panel,   \
-                         int64_t width, int64_t valid, int32_t* acc, int64_t ldacc);            \
+  void qs16_spmm_csr(const SparseMatrix* w, int64_t n0, int64_t n1, const int64_t* begin,       \
+                     const int64_t* end, int64_t stride, const int16_t* panel, int64_t width,   \
+                     int32_t* acct, bool accumulate);                                           \
   }
 
 namespace pyquant {
