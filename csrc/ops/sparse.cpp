@@ -115,8 +115,15 @@ void run_blocked(const SparseMatrix& w, const SparseBlocks& blocks, int64_t m,
     if (n0 >= n1) return;
     for (const Panel& p : panels) {
       A* tile = tiles + p.m0 * w.n;  // every earlier panel is 32 wide
-      for (int64_t b = 0; b < nb; ++b)
-        kernel(n0, n1, base + b, base + b + 1, stride, panel_buf + p.offset, p.width, tile, b > 0);
+      // Rows in chunks whose tile (<= 64 KB) stays in L2 next to the K block of the panel,
+      // so the next block's pass re-reads the tile from L2 instead of L3.
+      const int64_t chunk = nb > 1 ? std::max<int64_t>(16, (64 * 1024) / (p.width * 4)) : n1 - n0;
+      for (int64_t c0 = n0; c0 < n1; c0 += chunk) {
+        const int64_t c1 = std::min(n1, c0 + chunk);
+        for (int64_t b = 0; b < nb; ++b)
+          kernel(c0, c1, base + b, base + b + 1, stride, panel_buf + p.offset, p.width, tile,
+                 b > 0);
+      }
       finish(n0, n1, p, tile);
     }
   });
