@@ -216,3 +216,9 @@ def test_digits_pruned_90_sparsified_same_accuracy():
     assert all(isinstance(m, SparseLinear) for m in (sparse[0], sparse[2], sparse[4]))
     assert abs(accuracy(sparse) - acc_dense) <= 1.0 / len(te)  # at most one argmax tie flips
     assert abs(accuracy(quant) - acc_dense) <= 0.02
+
+
+def test_public_api():
+    assert pyquant.sparsify_ is sparsify_
+    assert pyquant.nn.SparseLinear is SparseLinear
+    assert {"sparse_pack", "sparse_linear", "SparsePacked"} <= set(pyquant.ops.__all__)

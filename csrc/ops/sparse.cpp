@@ -38,13 +38,16 @@ std::vector<Panel> make_panels(int64_t m, int64_t k, int64_t* total) {
 }
 
 // A per-thread scratch buffer that only grows: a fresh multi-MB allocation per call would
-// page-fault on every call.
+// page-fault on every call. 64-byte aligned: glibc hands out large blocks at 16 mod 64, which
+// made half of the 32-byte panel loads straddle two cache lines.
 template <typename T>
 T* scratch(size_t n, int slot) {
-  thread_local std::vector<T> bufs[2];
-  std::vector<T>& b = bufs[slot];
-  if (b.size() < n) b.resize(n);
-  return b.data();
+  thread_local std::vector<char> bufs[2];
+  std::vector<char>& b = bufs[slot];
+  const size_t bytes = n * sizeof(T) + 64;
+  if (b.size() < bytes) b.resize(bytes);
+  const auto addr = reinterpret_cast<uintptr_t>(b.data());
+  return reinterpret_cast<T*>((addr + 63) & ~static_cast<uintptr_t>(63));
 }
 
 // Transposes x rows [m0, m0 + valid) into panel[k * width + j] for k in [k0, k1), padding
@@ -217,14 +220,14 @@ void sparse_q8_accumulate(const SparseMatrix& w, const SparseBlocks& blocks, con
   if (m == 0 || w.n == 0) return;
   int64_t total = 0;
   const std::vector<Panel> panels = make_panels(m, w.k, &total);
-  std::vector<int16_t> buf(static_cast<size_t>(total));
-  std::vector<int32_t> tiles(static_cast<size_t>(((m + 7) / 8 * 8) * w.n));
-  pack_panels(xq, m, w.k, panels, buf.data(), [zero_point](uint8_t v, int64_t mi) {
+  int16_t* buf = scratch<int16_t>(static_cast<size_t>(total), 0);
+  int32_t* tiles = scratch<int32_t>(static_cast<size_t>(((m + 7) / 8 * 8) * w.n), 1);
+  pack_panels(xq, m, w.k, panels, buf, [zero_point](uint8_t v, int64_t mi) {
     return static_cast<int16_t>(static_cast<int32_t>(v) - zero_point[mi]);
   });
   const int64_t n = w.n;
   run_blocked(
-      w, blocks, m, panels, buf.data(), tiles.data(),
+      w, blocks, m, panels, buf, tiles,
       [&](int64_t n0, int64_t n1, const int64_t* b, const int64_t* e, int64_t s,
           const int16_t* pb, int64_t width, int32_t* tile, bool a) {
         kt.qs16_spmm_csr(&w, n0, n1, b, e, s, pb, width, tile, a);
