@@ -222,3 +222,20 @@ def test_public_api():
     assert pyquant.sparsify_ is sparsify_
     assert pyquant.nn.SparseLinear is SparseLinear
     assert {"sparse_pack", "sparse_linear", "SparsePacked"} <= set(pyquant.ops.__all__)
+
+
+def test_pickled_and_copied_packs_do_not_share_cached_views():
+    mod = SparseLinear.from_float(_linear(16, 8, sparsity=0.5))
+    x = torch.randn(2, 16)
+    y0 = mod(x)  # fills the numpy-view cache of the pack
+    twin = copy.deepcopy(mod)
+    assert "_np_cache" not in twin.packed.__dict__ or \
+        twin.packed.__dict__["_np_cache"][2].ctypes.data == twin.values.data_ptr()
+    with torch.no_grad():
+        mod.values.mul_(2.0)  # in place: the original's views follow its tensors
+    assert torch.allclose(twin(x), y0) and not torch.allclose(mod(x), y0)
+    buf = io.BytesIO()
+    torch.save(mod, buf)
+    buf.seek(0)
+    loaded = torch.load(buf, weights_only=False)
+    assert torch.equal(loaded(x), mod(x))
