@@ -25,7 +25,10 @@ Kernels make_table(Isa isa) {
   PYQUANT_USE(ns, suffix, f32_abs_histogram_lo)   \
   PYQUANT_USE(ns, suffix, f32_abs_select_mask)    \
   PYQUANT_USE(ns, suffix, f32_abs_select_prune)   \
-  PYQUANT_USE(ns, suffix, f32_abs_bracket)
+  PYQUANT_USE(ns, suffix, f32_abs_bracket)        \
+  PYQUANT_USE(ns, suffix, f32_spmm_csr)           \
+  PYQUANT_USE(ns, suffix, f32_spmv_csr)           \
+  PYQUANT_USE(ns, suffix, qs16_spmm_csr)
   switch (isa) {
     case Isa::scalar:
       PYQUANT_USE_ALL(ref, "scalar")

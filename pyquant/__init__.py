@@ -23,3 +23,9 @@ if "PYQUANT_ISA" in _os.environ:
         set_isa(_os.environ["PYQUANT_ISA"])
     except ValueError as _err:
         _warnings.warn(f"PYQUANT_ISA ignored: {_err}", RuntimeWarning, stacklevel=2)
+
+# Sparse kernels (issue 5): pyquant.nn.SparseLinear / SparseQuantLinear and sparsify_.
+from pyquant import nn  # noqa: E402
+from pyquant.api_sparse import sparsify_  # noqa: E402
+
+__all__ += ["nn", "sparsify_"]

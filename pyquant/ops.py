@@ -608,3 +608,8 @@ def magnitude_prune_tensors_(x, amount) -> list:
     k = n - pruning_count(amount, n)
     _runtime._sync_threads()
     return list(_C.abs_select_prune(_flat_np(ts), k))
+# ----------------------------------------------------------------------------- sparse (issue 5)
+from pyquant.ops_sparse import (SparsePacked, sparse_linear, sparse_pack,  # noqa: E402
+                                sparse_q8_accumulate)
+
+__all__ += ["SparsePacked", "sparse_linear", "sparse_pack", "sparse_q8_accumulate"]

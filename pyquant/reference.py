@@ -105,3 +105,33 @@ def magnitude_mask(x, k_keep: int):
         masks.append(keep[pos:pos + t.numel()].reshape(t.shape))
         pos += t.numel()
     return masks if isinstance(x, (list, tuple)) else masks[0]
+# ----------------------------------------------------------------------------- sparse (issue 5)
+
+
+def sparse_linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None
+                  ) -> torch.Tensor:
+    """Dense reference of ``sparse_linear``: x @ weight^T + bias in float64, cast to float32."""
+    y = x.to(torch.float64) @ weight.to(torch.float64).T
+    if bias is not None:
+        y = y + bias.to(torch.float64)
+    return y.to(torch.float32)
+
+
+def sparse_q8_accumulate(xq: torch.Tensor, zero_point: torch.Tensor, weight_q: torch.Tensor
+                         ) -> torch.Tensor:
+    """int64 reference of the int8 sparse accumulators: (xq - zp[:, None]) @ weight_q^T."""
+    xs = xq.to(torch.int64) - zero_point.to(torch.int64)[:, None]
+    return xs @ weight_q.to(torch.int64).T
+
+
+def sparse_linear_q8(x: torch.Tensor, weight_q: torch.Tensor, w_scale: torch.Tensor,
+                     bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Reference of the int8 sparse linear: per-row uint8 dynamic quantization of x, exact
+    integer products, then acc * (x_scale * w_scale) + bias in float32."""
+    x2 = x.reshape(-1, x.shape[-1])
+    xq, xs, zp = dynamic_quantize(x2, dtype=torch.uint8, axis=0)
+    acc = sparse_q8_accumulate(xq, zp, weight_q)
+    y = acc.to(torch.float32) * (xs.to(torch.float32)[:, None] * w_scale[None, :])
+    if bias is not None:
+        y = y + bias
+    return y.reshape(*x.shape[:-1], weight_q.shape[0])

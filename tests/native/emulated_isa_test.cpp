@@ -128,6 +128,74 @@ void check_minmax() {
   }
 }
 
+// Sparse CSR kernels (issue 5): random CSR with uint16 indices, every panel width.
+void check_sparse() {
+  for (int64_t n_rows : {1, 7, 37}) {
+    const int64_t k = 300;
+    std::vector<int64_t> row_ptr(1, 0);
+    std::vector<uint16_t> idx;
+    std::vector<float> vf;
+    std::vector<int16_t> vq;
+    for (int64_t r = 0; r < n_rows; ++r) {
+      int64_t cnt = 0;
+      for (int64_t c = 0; c < k; ++c) {
+        if (next_u32() % 5 == 0 || (r == 0 && c < 2)) {
+          idx.push_back(static_cast<uint16_t>(c));
+          vf.push_back(next_float(1.0f));
+          vq.push_back(static_cast<int16_t>(static_cast<int32_t>(next_u32() % 255) - 127));
+          ++cnt;
+        }
+      }
+      if (cnt % 2) {  // int8 rows are padded to an even count with a zero that repeats an index
+        idx.push_back(idx.back());
+        vf.push_back(0.0f);
+        vq.push_back(0);
+      }
+      row_ptr.push_back(static_cast<int64_t>(idx.size()));
+    }
+    pyquant::SparseMatrix wf;
+    wf.n = n_rows;
+    wf.k = k;
+    wf.row_ptr = row_ptr.data();
+    wf.idx16 = idx.data();
+    wf.values = vf.data();
+    pyquant::SparseMatrix wq = wf;
+    wq.values = vq.data();
+    for (int64_t width : {8, 16, 24, 32}) {
+      std::vector<float> panel(k * width + 64);
+      std::vector<int16_t> qpanel(k * width + 64);
+      for (int64_t i = 0; i < k * width; ++i) {
+        panel[i] = next_float(2.0f);
+        qpanel[i] = static_cast<int16_t>(static_cast<int32_t>(next_u32() % 511) - 255);
+      }
+      std::vector<float> ya(n_rows * width + 64, 0.0f), yb(ya);
+      pyquant::ref::f32_spmm_csr(&wf, 0, n_rows, row_ptr.data(), row_ptr.data() + 1, 1,
+                                 panel.data(), width, ya.data(), false);
+      pyquant::avx512::f32_spmm_csr(&wf, 0, n_rows, row_ptr.data(), row_ptr.data() + 1, 1,
+                                    panel.data(), width, yb.data(), false);
+      bool close = true;
+      for (size_t i = 0; i < ya.size(); ++i)
+        close &= std::fabs(ya[i] - yb[i]) <= 1e-4f * (1.0f + std::fabs(ya[i]));
+      check(close, "f32_spmm_csr", n_rows * width);
+      std::vector<int32_t> qa(n_rows * width + 64, 0), qb(qa);
+      pyquant::ref::qs16_spmm_csr(&wq, 0, n_rows, row_ptr.data(), row_ptr.data() + 1, 1,
+                                  qpanel.data(), width, qa.data(), false);
+      pyquant::avx512::qs16_spmm_csr(&wq, 0, n_rows, row_ptr.data(), row_ptr.data() + 1, 1,
+                                     qpanel.data(), width, qb.data(), false);
+      check(qa == qb, "qs16_spmm_csr", n_rows * width);
+    }
+    std::vector<float> x(k + 64), bias(n_rows + 64), ya(n_rows + 64, 0.0f), yb(ya);
+    for (int64_t i = 0; i < k; ++i) x[i] = next_float(2.0f);
+    for (int64_t i = 0; i < n_rows; ++i) bias[i] = next_float(1.0f);
+    pyquant::ref::f32_spmv_csr(&wf, 0, n_rows, x.data(), ya.data(), bias.data());
+    pyquant::avx512::f32_spmv_csr(&wf, 0, n_rows, x.data(), yb.data(), bias.data());
+    bool close = true;
+    for (size_t i = 0; i < ya.size(); ++i)
+      close &= std::fabs(ya[i] - yb[i]) <= 1e-4f * (1.0f + std::fabs(ya[i]));
+    check(close, "f32_spmv_csr", n_rows);
+  }
+}
+
 }  // namespace
 
 // Families added later register their checks here.
@@ -135,6 +203,7 @@ int main() {
   check_quantize();
   check_dequantize();
   check_minmax();
+  check_sparse();
   std::printf("%d passed, %d failed\n", passed, failed);
   return failed ? 1 : 0;
 }

@@ -31,6 +31,7 @@ inline void raise_status(Status s, const char* what) {
 // One function per op family, each in csrc/bindings/<family>.cpp.
 void bind_quantize(py::module_& m);
 void bind_abs_select(py::module_& m);
+void bind_sparse(py::module_& m);
 
 }  // namespace bindings
 }  // namespace pyquant

@@ -26,6 +26,9 @@ struct Kernels {
   AbsSelectMaskFn f32_abs_select_mask = nullptr;
   AbsSelectPruneFn f32_abs_select_prune = nullptr;
   AbsBracketFn f32_abs_bracket = nullptr;
+  SpmmF32Fn f32_spmm_csr = nullptr;
+  SpmvF32Fn f32_spmv_csr = nullptr;
+  SpmmQ8Fn qs16_spmm_csr = nullptr;
   // (op, kernel) pairs, e.g. ("f32_qs8_quantize", "f32_qs8_quantize__avx2"), for cpu_info().
   std::vector<std::pair<std::string, std::string>> names;
 };

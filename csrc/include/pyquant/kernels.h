@@ -97,3 +97,58 @@ PYQUANT_DECLARE_ABS_SELECT_KERNELS(ref)
 PYQUANT_DECLARE_ABS_SELECT_KERNELS(avx2)
 PYQUANT_DECLARE_ABS_SELECT_KERNELS(avx512)
 }  // namespace pyquant
+// Sparse x dense kernels (issue 5): y[m, n] = sum_k x[m, k] * W[n, k] (+ bias[n]) with W sparse.
+//
+// Packed weight (built once by pyquant.ops.sparse_pack, see pyquant/sparse_format.md):
+// CSR over the N output rows. row_ptr[N + 1] (int64) gives each row's range of nonzeros;
+// col[nnz] holds K indices, uint16 when K <= 65536 (idx16) else int32 (idx32); exactly one of
+// the two pointers is set. fp32: values[nnz] float32 -> 6 bytes per nonzero (uint16 indices).
+// int8: every row's nonzero count is padded to even (a pad has value 0 and repeats a valid
+// index), values are int8-range numbers stored as int16 so that two neighbours form one 32-bit
+// operand of vpmaddwd -> 4 bytes per nonzero.
+namespace pyquant {
+
+struct SparseMatrix {
+  int64_t n = 0, k = 0;
+  const int64_t* row_ptr = nullptr;
+  const uint16_t* idx16 = nullptr;
+  const int32_t* idx32 = nullptr;
+  const void* values = nullptr;  // float (fp32) or int16_t (int8)
+};
+
+// Activations are packed per call into panels of `width` (8, 16, 24 or 32) columns of M:
+// panel[k * width + j] = x[m0 + j, k] (zero for j >= valid). A kernel call handles rows
+// [n0, n1): row n's entries are [begin[n * stride], end[n * stride]) (plain CSR: begin =
+// row_ptr, end = row_ptr + 1, stride 1; a K block: the pack's block pointers), and it writes the
+// transposed tile yt[n * width + j] for all j < width: set if !accumulate, else added to.
+using SpmmF32Fn = void (*)(const SparseMatrix* w, int64_t n0, int64_t n1, const int64_t* begin,
+                           const int64_t* end, int64_t stride, const float* panel, int64_t width,
+                           float* yt, bool accumulate);
+// M = 1: y[n] = sum values * x[col] (+ bias[n]) for n in [n0, n1) (whole rows).
+using SpmvF32Fn = void (*)(const SparseMatrix* w, int64_t n0, int64_t n1, const float* x,
+                           float* y, const float* bias);
+// int8: the panel holds int16 (x_q - zero_point) in [-255, 255]; int32 accumulation, exact
+// (|sum| <= nnz_row * 255 * 127 < 2^31 is checked at pack time). Entries come in pairs.
+using SpmmQ8Fn = void (*)(const SparseMatrix* w, int64_t n0, int64_t n1, const int64_t* begin,
+                          const int64_t* end, int64_t stride, const int16_t* panel, int64_t width,
+                          int32_t* acct, bool accumulate);
+
+}  // namespace pyquant
+
+#define PYQUANT_DECLARE_SPARSE_KERNELS(ns)                                                      \
+  namespace ns {                                                                                \
+  void f32_spmm_csr(const SparseMatrix* w, int64_t n0, int64_t n1, const int64_t* begin,        \
+                    const int64_t* end, int64_t stride, const float* panel, int64_t width,      \
+                    float* yt, bool accumulate);                                                \
+  void f32_spmv_csr(const SparseMatrix* w, int64_t n0, int64_t n1, const float* x, float* y,    \
+                    const float* bias);                                                         \
+  void qs16_spmm_csr(const SparseMatrix* w, int64_t n0, int64_t n1, const int64_t* begin,       \
+                     const int64_t* end, int64_t stride, const int16_t* panel, int64_t width,   \
+                     int32_t* acct, bool accumulate);                                           \
+  }
+
+namespace pyquant {
+PYQUANT_DECLARE_SPARSE_KERNELS(ref)
+PYQUANT_DECLARE_SPARSE_KERNELS(avx2)
+PYQUANT_DECLARE_SPARSE_KERNELS(avx512)
+}  // namespace pyquant

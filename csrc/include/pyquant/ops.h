@@ -66,3 +66,30 @@ Status abs_select_prune(const std::vector<float*>& x, const std::vector<int64_t>
                         std::vector<int64_t>* kept);
 
 }  // namespace pyquant
+
+// Sparse linear (issue 5). W is a validated SparseMatrix (indices < k, row_ptr monotonic).
+#include "pyquant/kernels.h"
+
+namespace pyquant {
+
+// K blocking (optional): block_ptr is [N][num_blocks + 1]; row n's entries with columns in
+// block b are [block_ptr[n * (nb + 1) + b], block_ptr[n * (nb + 1) + b + 1]). The kernels walk
+// one block of the activation panel at a time so it stays in L2. Null: one block (plain CSR).
+struct SparseBlocks {
+  const int64_t* block_ptr = nullptr;
+  int64_t num_blocks = 1;
+};
+
+// y[M, N] = x[M, K] @ W^T (+ bias). Work split over threads by nonzeros.
+void sparse_linear_f32(const SparseMatrix& w, const SparseBlocks& blocks, const float* x,
+                       int64_t m, const float* bias, float* y);
+// int8 values with per-row scales w_scale[N]; x quantized per row (uint8, ONNX
+// DynamicQuantizeLinear) by dynamic_quantize; int32 accumulation; fused epilogue
+// y = float(acc) * (x_scale[m] * w_scale[n]) + bias[n].
+Status sparse_linear_q8(const SparseMatrix& w, const SparseBlocks& blocks, const float* w_scale,
+                        const float* x, int64_t m, const float* bias, float* y);
+// The raw int32 accumulators acc[m, n] = sum_k (xq[m, k] - zp[m]) * W[n, k] (for tests).
+void sparse_q8_accumulate(const SparseMatrix& w, const SparseBlocks& blocks, const uint8_t* xq,
+                          const int32_t* zero_point, int64_t m, int32_t* acc);
+
+}  // namespace pyquant

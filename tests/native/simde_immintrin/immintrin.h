@@ -51,3 +51,13 @@ static inline void _mm512_mask_storeu_ps(void* p, simde__mmask16 k, simde__m512 
   for (int i = 0; i < 16; ++i)
     if ((k >> i) & 1) std::memcpy(static_cast<char*>(p) + 4 * i, &lanes[i], 4);
 }
+
+// Horizontal sum in the same tree order as GCC's sequence (256-bit halves, then 128, then pairs).
+static inline float _mm512_reduce_add_ps(simde__m512 a) {
+  float l[16];
+  simde_mm512_storeu_ps(l, a);
+  float h8[8], h4[4];
+  for (int i = 0; i < 8; ++i) h8[i] = l[i] + l[i + 8];
+  for (int i = 0; i < 4; ++i) h4[i] = h8[i] + h8[i + 4];
+  return (h4[0] + h4[2]) + (h4[1] + h4[3]);
+}

@@ -1,0 +1,188 @@
+"""Sparse linear vs its PyTorch / SciPy equivalents (weight 4096 x 4096, y = x @ W^T).
+
+Two ways to run it:
+
+* ``pytest bench/bench_sparse.py --benchmark-only`` (pytest-benchmark): one group per
+  (sparsity, M) with every implementation in it.
+* ``python bench/bench_sparse.py [--threads 1] [--reps 7] [--out table.md]``: the ratio table of
+  bench/RESULTS.md, every ratio measured in one process, implementations interleaved per case,
+  best of ``reps`` runs. With one thread the clock is the calling thread's CPU time
+  (``time.thread_time``), which a machine shared with other jobs disturbs much less than wall
+  time; with more threads it is wall time.
+
+Implementations: fp32 dense ``F.linear`` (with ``out=``), ``torch.sparse.mm`` on a CSR
+weight, ``scipy.sparse`` CSR (if installed), pyquant fp32 sparse, pyquant sparse + int8, and
+PyTorch's dynamic int8 ``Linear`` (``torch.ao.quantization.quantize_dynamic``, fbgemm) as the
+dense int8 stand-in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+import pyquant
+from pyquant import ops
+
+try:
+    import scipy.sparse as sp
+except ImportError:  # pragma: no cover
+    sp = None
+
+N = K = 4096
+SPARSITIES = (0.5, 0.7, 0.8, 0.9, 0.95, 0.99)
+MS = (1, 32, 256)
+
+
+def make_weight(sparsity: float, seed: int = 0) -> torch.Tensor:
+    """A 4096 x 4096 weight with the smallest-|w| ``sparsity`` fraction zeroed (magnitude pruning)."""
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(N, K, generator=g)
+    k = int(sparsity * w.numel())
+    thr = w.abs().flatten().kthvalue(k).values
+    w[w.abs() <= thr] = 0.0
+    return w
+
+
+def implementations(w: torch.Tensor, m: int):
+    """name -> zero-argument callable computing y (or y^T) for a fixed x of m rows."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(m, K, generator=g)
+    xt = x.T.contiguous()
+    y = torch.empty(m, N)
+    packed = ops.sparse_pack(w)
+    packed8 = ops.sparse_pack(w, dtype=torch.int8)
+    w_csr = w.to_sparse_csr()
+    lin = torch.nn.Linear(K, N, bias=False)
+    with torch.no_grad():
+        lin.weight.copy_(w)
+    qlin = torch.ao.quantization.quantize_dynamic(torch.nn.Sequential(lin), {torch.nn.Linear},
+                                                  dtype=torch.qint8)
+    impls = {
+        "dense_f32": lambda: torch.nn.functional.linear(x, w, out=y) if _has_out() else
+        torch.nn.functional.linear(x, w),
+        "torch_sparse_csr": lambda: torch.sparse.mm(w_csr, xt),
+        "pyquant_sparse_f32": lambda: ops.sparse_linear(x, packed, out=y),
+        "pyquant_sparse_int8": lambda: ops.sparse_linear(x, packed8, out=y),
+        "torch_dynamic_int8_dense": lambda: qlin(x),
+    }
+    if sp is not None:
+        w_sp = sp.csr_matrix(w.numpy())
+        xt_np = xt.numpy()
+        impls["scipy_csr"] = lambda: w_sp @ xt_np
+    return impls
+
+
+_OUT_OK = None
+
+
+def _has_out() -> bool:
+    global _OUT_OK
+    if _OUT_OK is None:
+        try:
+            torch.nn.functional.linear(torch.zeros(1, 2), torch.zeros(3, 2), out=torch.empty(1, 3))
+            _OUT_OK = True
+        except TypeError:
+            _OUT_OK = False
+    return _OUT_OK
+
+
+def _best(fn, reps: int, clock) -> float:
+    with torch.no_grad():
+        fn()
+        best = float("inf")
+        for _ in range(reps):
+            t0 = clock()
+            fn()
+            best = min(best, clock() - t0)
+    return best
+
+
+def table(threads: int, reps: int) -> str:
+    """Measure every case and return the markdown ratio table."""
+    torch.set_num_threads(threads)
+    pyquant.set_num_threads(threads)
+    clock = time.thread_time if threads == 1 else time.perf_counter
+    rows = []
+    for s in SPARSITIES:
+        w = make_weight(s)
+        for m in MS:
+            impls = implementations(w, m)
+            t = {name: _best(fn, reps if m > 1 else 3 * reps, clock) for name, fn in impls.items()}
+            base = min(t["torch_sparse_csr"], t.get("scipy_csr", float("inf")))
+            rows.append((s, m, t["dense_f32"] / t["pyquant_sparse_f32"],
+                         base / t["pyquant_sparse_f32"],
+                         t["torch_dynamic_int8_dense"] / t["pyquant_sparse_int8"],
+                         t["dense_f32"] / t["pyquant_sparse_int8"],
+                         t["dense_f32"], t["pyquant_sparse_f32"], t["pyquant_sparse_int8"],
+                         t["torch_sparse_csr"], t.get("scipy_csr", float("nan")),
+                         t["torch_dynamic_int8_dense"]))
+            print(f"sparsity {s:.2f} M {m:3d}: " + ", ".join(f"{k} {v * 1e3:.3f} ms"
+                                                          for k, v in t.items()), flush=True)
+    head = ("| sparsity | M | sparse f32 / dense f32 | sparse f32 / best(torch.sparse, scipy) "
+            "| sparse int8 / dense int8 (torch dynamic) | sparse int8 / dense f32 "
+            "| dense f32 ms | sparse f32 ms | sparse int8 ms | torch.sparse ms | scipy ms "
+            "| torch int8 ms |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+    body = "".join(f"| {s:.0%} | {m} | {a:.2f}x | {b:.2f}x | {c:.2f}x | {d:.2f}x | {e * 1e3:.2f} "
+                   f"| {f * 1e3:.2f} | {g * 1e3:.2f} | {h * 1e3:.2f} | {i * 1e3:.2f} "
+                   f"| {j * 1e3:.2f} |\n"
+                   for s, m, a, b, c, d, e, f, g, h, i, j in rows)
+    return head + body
+
+
+# ----------------------------------------------------------------------------- pytest-benchmark
+
+try:
+    import pytest
+except ImportError:  # pragma: no cover
+    pytest = None
+
+if pytest is not None:
+    _CACHE: dict = {}
+
+    def _impls(s, m):
+        if (s, m) not in _CACHE:
+            _CACHE.clear()
+            _CACHE[(s, m)] = implementations(make_weight(s), m)
+        return _CACHE[(s, m)]
+
+    _NAMES = ["dense_f32", "torch_sparse_csr", "scipy_csr", "pyquant_sparse_f32",
+              "pyquant_sparse_int8", "torch_dynamic_int8_dense"]
+
+    @pytest.mark.parametrize("name", _NAMES)
+    @pytest.mark.parametrize("m", MS)
+    @pytest.mark.parametrize("sparsity", SPARSITIES)
+    def test_sparse_linear(benchmark, sparsity, m, name):
+        impls = _impls(sparsity, m)
+        if name not in impls:
+            pytest.skip("scipy not installed")
+        benchmark.group = f"sparse_linear 4096x4096 sparsity={sparsity} M={m}"
+        benchmark.extra_info.update(threads=pyquant.get_num_threads(),
+                                    isa=pyquant.cpu_info()["isa"])
+        with torch.no_grad():
+            benchmark(impls[name])
+
+    def test_call_overhead_tiny(benchmark):
+        """Per-call overhead: a 16 x 16 layer, one row."""
+        w = make_weight(0.9)[:16, :16].contiguous()
+        packed = ops.sparse_pack(w)
+        x, y = torch.randn(1, 16), torch.empty(1, 16)
+        benchmark.group = "sparse_linear overhead 16x16"
+        benchmark(lambda: ops.sparse_linear(x, packed, out=y))
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--reps", type=int, default=7)
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    info = pyquant.cpu_info()
+    text = (f"threads={args.threads}, isa={info['isa']}, reps={args.reps}\n\n"
+            + table(args.threads, args.reps))
+    print(text)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text)

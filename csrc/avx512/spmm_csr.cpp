@@ -1,0 +1,140 @@
+// AVX-512 sparse x dense kernels (layouts in kernels.h and pyquant/sparse_format.md).
+// Same schemes as csrc/avx2/spmm_csr.cpp with 16-float / 32-int16 vectors for the full
+// 32-column panels; the narrower tail panels (M % 32) call the AVX2 kernels, which are plain
+// out-of-line functions (valid on any AVX-512 CPU) so no inline code is shared.
+// Compiled but not run on the development machine (it has no AVX-512).
+#include <immintrin.h>
+
+#include <cstdint>
+
+#include "pyquant/kernels.h"
+
+namespace pyquant {
+namespace avx512 {
+namespace {
+
+// fp32, W = 32: 2 zmm per nonzero, 4 nonzeros in flight -> 8 FMA chains.
+template <typename I>
+void spmm32(const float* values, const I* idx, int64_t n0, int64_t n1, const int64_t* begin,
+            const int64_t* end_p, int64_t stride, const float* panel, float* yt,
+            bool accumulate) {
+  constexpr int U = 4;
+  for (int64_t n = n0; n < n1; ++n) {
+    float* out = yt + n * 32;
+    __m512 a[U][2];
+    for (int u = 0; u < U; ++u) a[u][0] = a[u][1] = _mm512_setzero_ps();
+    if (accumulate) {
+      a[0][0] = _mm512_loadu_ps(out);
+      a[0][1] = _mm512_loadu_ps(out + 16);
+    }
+    int64_t p = begin[n * stride];
+    const int64_t end = end_p[n * stride];
+    for (; p + U <= end; p += U) {
+      for (int u = 0; u < U; ++u) {
+        const __m512 v = _mm512_set1_ps(values[p + u]);
+        const float* xr = panel + static_cast<int64_t>(idx[p + u]) * 32;
+        a[u][0] = _mm512_fmadd_ps(v, _mm512_loadu_ps(xr), a[u][0]);
+        a[u][1] = _mm512_fmadd_ps(v, _mm512_loadu_ps(xr + 16), a[u][1]);
+      }
+    }
+    for (; p < end; ++p) {
+      const __m512 v = _mm512_set1_ps(values[p]);
+      const float* xr = panel + static_cast<int64_t>(idx[p]) * 32;
+      a[0][0] = _mm512_fmadd_ps(v, _mm512_loadu_ps(xr), a[0][0]);
+      a[0][1] = _mm512_fmadd_ps(v, _mm512_loadu_ps(xr + 16), a[0][1]);
+    }
+    for (int j = 0; j < 2; ++j)
+      _mm512_storeu_ps(out + 16 * j, _mm512_add_ps(_mm512_add_ps(a[0][j], a[1][j]),
+                                                   _mm512_add_ps(a[2][j], a[3][j])));
+  }
+}
+
+static inline __m512i load_idx16(const uint16_t* p) {
+  return _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+}
+static inline __m512i load_idx16(const int32_t* p) { return _mm512_loadu_si512(p); }
+
+template <typename I>
+void spmv(const SparseMatrix* w, const I* idx, int64_t n0, int64_t n1, const float* x, float* y,
+          const float* bias) {
+  const auto* values = static_cast<const float*>(w->values);
+  for (int64_t n = n0; n < n1; ++n) {
+    int64_t p = w->row_ptr[n];
+    const int64_t end = w->row_ptr[n + 1];
+    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+    for (; p + 32 <= end; p += 32) {
+      a0 = _mm512_fmadd_ps(_mm512_loadu_ps(values + p),
+                           _mm512_i32gather_ps(load_idx16(idx + p), x, 4), a0);
+      a1 = _mm512_fmadd_ps(_mm512_loadu_ps(values + p + 16),
+                           _mm512_i32gather_ps(load_idx16(idx + p + 16), x, 4), a1);
+    }
+    float s = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+    for (; p < end; ++p) s += values[p] * x[idx[p]];
+    y[n] = s + (bias ? bias[n] : 0.0f);
+  }
+}
+
+// int8, W = 32: one zmm of int16 per panel row. unpacklo/hi work per 128-bit lane, so lo
+// holds columns {8q .. 8q+3} and hi {8q+4 .. 8q+7} of lane q; a two-source permute restores
+// column order.
+template <typename I>
+void q32(const int16_t* values, const I* idx, int64_t n0, int64_t n1, const int64_t* begin,
+         const int64_t* end_p, int64_t stride, const int16_t* panel, int32_t* acct,
+         bool accumulate) {
+  const __m512i first = _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23);
+  const __m512i second =
+      _mm512_setr_epi32(8, 9, 10, 11, 24, 25, 26, 27, 12, 13, 14, 15, 28, 29, 30, 31);
+  for (int64_t n = n0; n < n1; ++n) {
+    int32_t* out = acct + n * 32;
+    __m512i lo = _mm512_setzero_si512(), hi = _mm512_setzero_si512();
+    const int64_t end = end_p[n * stride];
+    for (int64_t p = begin[n * stride]; p < end; p += 2) {
+      int32_t pair;
+      __builtin_memcpy(&pair, values + p, 4);
+      const __m512i wp = _mm512_set1_epi32(pair);
+      const __m512i a = _mm512_loadu_si512(panel + static_cast<int64_t>(idx[p]) * 32);
+      const __m512i b = _mm512_loadu_si512(panel + static_cast<int64_t>(idx[p + 1]) * 32);
+      lo = _mm512_add_epi32(lo, _mm512_madd_epi16(_mm512_unpacklo_epi16(a, b), wp));
+      hi = _mm512_add_epi32(hi, _mm512_madd_epi16(_mm512_unpackhi_epi16(a, b), wp));
+    }
+    __m512i r0 = _mm512_permutex2var_epi32(lo, first, hi);
+    __m512i r1 = _mm512_permutex2var_epi32(lo, second, hi);
+    if (accumulate) {
+      r0 = _mm512_add_epi32(r0, _mm512_loadu_si512(out));
+      r1 = _mm512_add_epi32(r1, _mm512_loadu_si512(out + 16));
+    }
+    _mm512_storeu_si512(out, r0);
+    _mm512_storeu_si512(out + 16, r1);
+  }
+}
+
+}  // namespace
+
+void f32_spmm_csr(const SparseMatrix* w, int64_t n0, int64_t n1, const int64_t* begin,
+                  const int64_t* end, int64_t stride, const float* panel, int64_t width,
+                  float* yt, bool accumulate) {
+  if (width != 32)
+    return avx2::f32_spmm_csr(w, n0, n1, begin, end, stride, panel, width, yt, accumulate);
+  const auto* v = static_cast<const float*>(w->values);
+  if (w->idx16) spmm32(v, w->idx16, n0, n1, begin, end, stride, panel, yt, accumulate);
+  else spmm32(v, w->idx32, n0, n1, begin, end, stride, panel, yt, accumulate);
+}
+
+void f32_spmv_csr(const SparseMatrix* w, int64_t n0, int64_t n1, const float* x, float* y,
+                  const float* bias) {
+  if (w->idx16) spmv(w, w->idx16, n0, n1, x, y, bias);
+  else spmv(w, w->idx32, n0, n1, x, y, bias);
+}
+
+void qs16_spmm_csr(const SparseMatrix* w, int64_t n0, int64_t n1, const int64_t* begin,
+                   const int64_t* end, int64_t stride, const int16_t* panel, int64_t width,
+                   int32_t* acct, bool accumulate) {
+  if (width != 32)
+    return avx2::qs16_spmm_csr(w, n0, n1, begin, end, stride, panel, width, acct, accumulate);
+  const auto* v = static_cast<const int16_t*>(w->values);
+  if (w->idx16) q32(v, w->idx16, n0, n1, begin, end, stride, panel, acct, accumulate);
+  else q32(v, w->idx32, n0, n1, begin, end, stride, panel, acct, accumulate);
+}
+
+}  // namespace avx512
+}  // namespace pyquant

@@ -1,0 +1,169 @@
+// Bindings of the sparse linear ops. The packed weight is validated once (sparse_check, O(nnz))
+// when pyquant.ops.SparsePacked is built; per call only O(1) size checks run here.
+#include <string>
+
+#include "pyquant/bindings.h"
+#include "pyquant/ops.h"
+
+namespace pyquant {
+namespace bindings {
+namespace {
+
+SparseMatrix make_matrix(const carray<int64_t>& row_ptr, const py::array& idx,
+                         const py::array& values, int64_t n, int64_t k) {
+  require(n >= 0 && k >= 0, "n and k must be >= 0");
+  require(row_ptr.size() == n + 1, "row_ptr must have n + 1 elements");
+  require_contiguous(idx, "col_idx");
+  require_contiguous(values, "values");
+  const int64_t nnz = row_ptr.data()[n];
+  require(row_ptr.data()[0] == 0 && idx.size() == nnz && values.size() == nnz,
+          "row_ptr[n] must equal the number of indices and values");
+  SparseMatrix w;
+  w.n = n;
+  w.k = k;
+  w.row_ptr = row_ptr.data();
+  if (idx.dtype().is(py::dtype::of<int16_t>())) {
+    require(k <= 65536, "int16 (uint16) col_idx needs k <= 65536");
+    w.idx16 = static_cast<const uint16_t*>(idx.data());
+  } else if (idx.dtype().is(py::dtype::of<int32_t>())) {
+    w.idx32 = static_cast<const int32_t*>(idx.data());
+  } else {
+    throw py::type_error("col_idx must be int16 (read as uint16) or int32");
+  }
+  w.values = values.data();
+  return w;
+}
+
+const float* optional_bias(const py::object& bias, int64_t n) {
+  if (bias.is_none()) return nullptr;
+  const auto b = bias.cast<carray<float>>();
+  require(b.size() == n, "bias must have n elements");
+  return b.data();
+}
+
+SparseBlocks make_blocks(const py::object& block_ptr, int64_t num_blocks, int64_t n) {
+  SparseBlocks b;
+  if (block_ptr.is_none()) return b;
+  const auto bp = block_ptr.cast<carray<int64_t>>();
+  require(num_blocks >= 1 && bp.size() == n * (num_blocks + 1),
+          "block_ptr must have n * (num_blocks + 1) elements");
+  b.block_ptr = bp.data();
+  b.num_blocks = num_blocks;
+  return b;
+}
+
+}  // namespace
+
+void bind_sparse(py::module_& m) {
+  m.def(
+      "sparse_check",
+      [](const carray<int64_t>& row_ptr, const py::array& idx, int64_t n, int64_t k,
+         bool even_rows, const py::object& block_ptr, int64_t num_blocks) {
+        require(n >= 0 && k >= 0, "n and k must be >= 0");
+        require(row_ptr.size() == n + 1, "row_ptr must have n + 1 elements");
+        const int64_t* rp = row_ptr.data();
+        require(rp[0] == 0, "row_ptr[0] must be 0");
+        for (int64_t i = 0; i < n; ++i) {
+          require(rp[i + 1] >= rp[i], "row_ptr must be non-decreasing");
+          require(!even_rows || (rp[i + 1] - rp[i]) % 2 == 0,
+                  "int8 packs need an even count of entries per row");
+        }
+        require(idx.size() == rp[n], "col_idx must have row_ptr[n] elements");
+        if (idx.dtype().is(py::dtype::of<int16_t>())) {
+          const auto* p = static_cast<const uint16_t*>(idx.data());
+          for (int64_t i = 0; i < rp[n]; ++i)
+            require(p[i] < k, "col_idx has an index >= k (" + std::to_string(k) + ")");
+        } else if (idx.dtype().is(py::dtype::of<int32_t>())) {
+          const auto* p = static_cast<const int32_t*>(idx.data());
+          for (int64_t i = 0; i < rp[n]; ++i)
+            require(p[i] >= 0 && p[i] < k, "col_idx has an index outside [0, k)");
+        } else {
+          throw py::type_error("col_idx must be int16 or int32");
+        }
+        const SparseBlocks b = make_blocks(block_ptr, num_blocks, n);
+        if (b.block_ptr) {
+          // Each row's block pointers must run from its start to its end without going back,
+          // so the kernels never read outside the row (the column ranges only affect speed).
+          for (int64_t i = 0; i < n; ++i) {
+            const int64_t* q = b.block_ptr + i * (num_blocks + 1);
+            require(q[0] == rp[i] && q[num_blocks] == rp[i + 1],
+                    "block_ptr rows must start at row_ptr[n] and end at row_ptr[n + 1]");
+            for (int64_t j = 0; j < num_blocks; ++j) {
+              require(q[j + 1] >= q[j], "block_ptr must be non-decreasing within a row");
+              require(!even_rows || (q[j + 1] - q[j]) % 2 == 0,
+                      "int8 block_ptr must split rows at even offsets");
+            }
+          }
+        }
+      },
+      py::arg("row_ptr").noconvert(), py::arg("col_idx"), py::arg("n"), py::arg("k"),
+      py::arg("even_rows"), py::arg("block_ptr").none(true), py::arg("num_blocks"));
+
+  m.def(
+      "sparse_linear_f32",
+      [](const carray<float>& x, int64_t rows, const carray<int64_t>& row_ptr,
+         const py::array& idx, const carray<float>& values, int64_t n, int64_t k,
+         const py::object& bias, carray<float> out, const py::object& block_ptr,
+         int64_t num_blocks) {
+        const SparseMatrix w = make_matrix(row_ptr, idx, values, n, k);
+        const SparseBlocks blocks = make_blocks(block_ptr, num_blocks, n);
+        require(rows >= 0 && x.size() == rows * k, "x must have rows * k elements");
+        require(out.size() == rows * n, "out must have rows * n elements");
+        const float* b = optional_bias(bias, n);
+        float* y = out.mutable_data();
+        py::gil_scoped_release release;
+        sparse_linear_f32(w, blocks, x.data(), rows, b, y);
+      },
+      py::arg("x").noconvert(), py::arg("rows"), py::arg("row_ptr").noconvert(),
+      py::arg("col_idx"), py::arg("values").noconvert(), py::arg("n"), py::arg("k"),
+      py::arg("bias").none(true), py::arg("out").noconvert(), py::arg("block_ptr").none(true),
+      py::arg("num_blocks"));
+
+  m.def(
+      "sparse_linear_q8",
+      [](const carray<float>& x, int64_t rows, const carray<int64_t>& row_ptr,
+         const py::array& idx, const carray<int16_t>& values, const carray<float>& w_scale,
+         int64_t n, int64_t k, const py::object& bias, carray<float> out,
+         const py::object& block_ptr, int64_t num_blocks) {
+        const SparseMatrix w = make_matrix(row_ptr, idx, values, n, k);
+        const SparseBlocks blocks = make_blocks(block_ptr, num_blocks, n);
+        require(rows >= 0 && x.size() == rows * k, "x must have rows * k elements");
+        require(out.size() == rows * n, "out must have rows * n elements");
+        require(w_scale.size() == n, "w_scale must have n elements");
+        const float* b = optional_bias(bias, n);
+        float* y = out.mutable_data();
+        Status st;
+        {
+          py::gil_scoped_release release;
+          st = sparse_linear_q8(w, blocks, w_scale.data(), x.data(), rows, b, y);
+        }
+        raise_status(st, "x");
+      },
+      py::arg("x").noconvert(), py::arg("rows"), py::arg("row_ptr").noconvert(),
+      py::arg("col_idx"), py::arg("values").noconvert(), py::arg("w_scale").noconvert(),
+      py::arg("n"), py::arg("k"), py::arg("bias").none(true), py::arg("out").noconvert(),
+      py::arg("block_ptr").none(true), py::arg("num_blocks"));
+
+  m.def(
+      "sparse_q8_accumulate",
+      [](const carray<uint8_t>& xq, const carray<int32_t>& zero_point, int64_t rows,
+         const carray<int64_t>& row_ptr, const py::array& idx, const carray<int16_t>& values,
+         int64_t n, int64_t k, carray<int32_t> out, const py::object& block_ptr,
+         int64_t num_blocks) {
+        const SparseMatrix w = make_matrix(row_ptr, idx, values, n, k);
+        const SparseBlocks blocks = make_blocks(block_ptr, num_blocks, n);
+        require(rows >= 0 && xq.size() == rows * k, "xq must have rows * k elements");
+        require(zero_point.size() == rows, "zero_point must have rows elements");
+        require(out.size() == rows * n, "out must have rows * n elements");
+        int32_t* acc = out.mutable_data();
+        py::gil_scoped_release release;
+        sparse_q8_accumulate(w, blocks, xq.data(), zero_point.data(), rows, acc);
+      },
+      py::arg("xq").noconvert(), py::arg("zero_point").noconvert(), py::arg("rows"),
+      py::arg("row_ptr").noconvert(), py::arg("col_idx"), py::arg("values").noconvert(),
+      py::arg("n"), py::arg("k"), py::arg("out").noconvert(), py::arg("block_ptr").none(true),
+      py::arg("num_blocks"));
+}
+
+}  // namespace bindings
+}  // namespace pyquant

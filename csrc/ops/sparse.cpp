@@ -1,0 +1,241 @@
+// Sparse linear ops: activation panels, the nonzero-balanced split over threads, K blocking,
+// kernel calls, and the transposing epilogue.
+//
+// Loop order per task (a range of output rows with about equal nonzeros):
+//   for each 32-column panel of M, for each K block, for each row: kernel -> yt[n][32]
+// The K block of the panel (<= 128 KB) stays in L2 while all rows stream over it; the
+// transposed tile yt is read and written sequentially. Then yt -> y[m][n] (+ epilogue).
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#include "pyquant/dispatch.h"
+#include "pyquant/ops.h"
+#include "pyquant/threadpool.h"
+
+namespace pyquant {
+namespace {
+
+constexpr int64_t kPanel = 32;           // columns of M per panel (the kernels' register tile)
+constexpr int64_t kRowCost = 8;          // a row's fixed cost (tile stores) in nonzero units
+constexpr int64_t kGrainMacs = 1 << 16;  // below this many multiply-adds per task: one thread
+
+struct Panel {
+  int64_t m0, valid, width, offset;
+};
+
+std::vector<Panel> make_panels(int64_t m, int64_t k, int64_t* total) {
+  std::vector<Panel> panels;
+  int64_t offset = 0;
+  for (int64_t m0 = 0; m0 < m; m0 += kPanel) {
+    const int64_t valid = std::min(kPanel, m - m0);
+    const int64_t width = (valid + 7) / 8 * 8;  // kernels take multiples of 8 columns
+    panels.push_back({m0, valid, width, offset});
+    offset += width * k;
+  }
+  *total = offset;
+  return panels;
+}
+
+// A per-thread scratch buffer that only grows: a fresh multi-MB allocation per call would
+// page-fault on every call. 64-byte aligned: glibc hands out large blocks at 16 mod 64, which
+// made half of the 32-byte panel loads straddle two cache lines.
+template <typename T>
+T* scratch(size_t n, int slot) {
+  thread_local std::vector<char> bufs[2];
+  std::vector<char>& b = bufs[slot];
+  const size_t bytes = n * sizeof(T) + 64;
+  if (b.size() < bytes) b.resize(bytes);
+  const auto addr = reinterpret_cast<uintptr_t>(b.data());
+  return reinterpret_cast<T*>((addr + 63) & ~static_cast<uintptr_t>(63));
+}
+
+// Transposes x rows [m0, m0 + valid) into panel[k * width + j] for k in [k0, k1), padding
+// columns j >= valid with zero. Blocked over k so the strided writes stay in L1.
+template <typename Src, typename Dst, typename Conv>
+void pack_panel(const Src* x, int64_t k, const Panel& p, int64_t k0, int64_t k1, Dst* panel,
+                Conv conv) {
+  constexpr int64_t kBlock = 64;
+  for (int64_t kb = k0; kb < k1; kb += kBlock) {
+    const int64_t ke = std::min(k1, kb + kBlock);
+    for (int64_t j = 0; j < p.valid; ++j) {
+      const Src* row = x + (p.m0 + j) * k;
+      for (int64_t kk = kb; kk < ke; ++kk) panel[kk * p.width + j] = conv(row[kk], p.m0 + j);
+    }
+    for (int64_t j = p.valid; j < p.width; ++j)
+      for (int64_t kk = kb; kk < ke; ++kk) panel[kk * p.width + j] = Dst(0);
+  }
+}
+
+template <typename Src, typename Dst, typename Conv>
+void pack_panels(const Src* x, int64_t m, int64_t k, const std::vector<Panel>& panels, Dst* buf,
+                 Conv conv) {
+  const int64_t tasks = num_tasks_for(m * k, 1 << 16);
+  const int64_t per_panel = std::max<int64_t>(1, tasks / static_cast<int64_t>(panels.size()));
+  const int64_t chunk = (k + per_panel - 1) / per_panel;
+  ThreadPool::global().run(static_cast<int64_t>(panels.size()) * per_panel, [&](int64_t t) {
+    const Panel& p = panels[t / per_panel];
+    const int64_t k0 = std::min(k, (t % per_panel) * chunk), k1 = std::min(k, k0 + chunk);
+    pack_panel(x, k, p, k0, k1, buf + p.offset, conv);
+  });
+}
+
+// Row boundaries of `tasks` ranges with about equal nonzeros (plus a per-row cost):
+// bounds[t] = first row whose cost prefix reaches t / tasks of the total.
+std::vector<int64_t> balanced_rows(const SparseMatrix& w, int64_t tasks) {
+  const int64_t n = w.n;
+  const int64_t total = w.row_ptr[n] + kRowCost * n;
+  std::vector<int64_t> bounds(tasks + 1, n);
+  bounds[0] = 0;
+  int64_t row = 0;
+  for (int64_t t = 1; t < tasks; ++t) {
+    const int64_t target = total * t / tasks;
+    while (row < n && w.row_ptr[row] + kRowCost * row < target) ++row;
+    bounds[t] = row;
+  }
+  return bounds;
+}
+
+int64_t tasks_for(const SparseMatrix& w, int64_t m) {
+  const int64_t macs = (w.row_ptr[w.n] + kRowCost * w.n) * std::max<int64_t>(m, 8);
+  return std::min<int64_t>(num_tasks_for(macs, kGrainMacs), std::max<int64_t>(w.n, 1));
+}
+
+// Runs kernel(n0, n1, begin, end, stride, panel, width, tile, accumulate) over every panel and
+// K block for each task's rows, then finish(task rows, panel, tile) converts the tile.
+template <typename A, typename P, typename Kernel, typename Finish>
+void run_blocked(const SparseMatrix& w, const SparseBlocks& blocks, int64_t m,
+                 const std::vector<Panel>& panels, const P* panel_buf, A* tiles, Kernel kernel,
+                 Finish finish) {
+  const int64_t tasks = tasks_for(w, m);
+  const std::vector<int64_t> bounds = balanced_rows(w, tasks);
+  const bool blocked = blocks.block_ptr != nullptr && blocks.num_blocks > 1;
+  const int64_t nb = blocked ? blocks.num_blocks : 1;
+  const int64_t* base = blocked ? blocks.block_ptr : w.row_ptr;
+  const int64_t stride = blocked ? nb + 1 : 1;
+  ThreadPool::global().run(tasks, [&](int64_t t) {
+    const int64_t n0 = bounds[t], n1 = bounds[t + 1];
+    if (n0 >= n1) return;
+    for (const Panel& p : panels) {
+      A* tile = tiles + p.m0 * w.n;  // every earlier panel is 32 wide
+      // Rows in chunks whose tile (<= 64 KB) stays in L2 next to the K block of the panel,
+      // so the next block's pass re-reads the tile from L2 instead of L3.
+      const int64_t chunk = nb > 1 ? std::max<int64_t>(16, (64 * 1024) / (p.width * 4)) : n1 - n0;
+      for (int64_t c0 = n0; c0 < n1; c0 += chunk) {
+        const int64_t c1 = std::min(n1, c0 + chunk);
+        for (int64_t b = 0; b < nb; ++b)
+          kernel(c0, c1, base + b, base + b + 1, stride, panel_buf + p.offset, p.width, tile,
+                 b > 0);
+      }
+      finish(n0, n1, p, tile);
+    }
+  });
+}
+
+// tile[n * width + j] -> out[(m0 + j) * n_total + n] via f, 16 rows at a time so both sides
+// stay in L1.
+template <typename A, typename F>
+void transpose_out(int64_t n0, int64_t n1, const Panel& p, const A* tile, F f) {
+  constexpr int64_t kRows = 16;
+  for (int64_t nb = n0; nb < n1; nb += kRows) {
+    const int64_t ne = std::min(n1, nb + kRows);
+    for (int64_t j = 0; j < p.valid; ++j)
+      for (int64_t n = nb; n < ne; ++n) f(p.m0 + j, n, tile[n * p.width + j]);
+  }
+}
+
+}  // namespace
+
+void sparse_linear_f32(const SparseMatrix& w, const SparseBlocks& blocks, const float* x,
+                       int64_t m, const float* bias, float* y) {
+  const Kernels& kt = kernels();
+  if (m == 0 || w.n == 0) return;
+  if (m == 1) {
+    const int64_t tasks = tasks_for(w, m);
+    const std::vector<int64_t> bounds = balanced_rows(w, tasks);
+    ThreadPool::global().run(tasks, [&](int64_t t) {
+      kt.f32_spmv_csr(&w, bounds[t], bounds[t + 1], x, y, bias);
+    });
+    return;
+  }
+  int64_t total = 0;
+  const std::vector<Panel> panels = make_panels(m, w.k, &total);
+  float* buf = scratch<float>(static_cast<size_t>(total), 0);
+  float* tiles = scratch<float>(static_cast<size_t>(((m + 7) / 8 * 8) * w.n), 1);
+  pack_panels(x, m, w.k, panels, buf, [](float v, int64_t) { return v; });
+  const int64_t n = w.n;
+  run_blocked(
+      w, blocks, m, panels, buf, tiles,
+      [&](int64_t n0, int64_t n1, const int64_t* b, const int64_t* e, int64_t s, const float* pb,
+          int64_t width, float* tile, bool acc) {
+        kt.f32_spmm_csr(&w, n0, n1, b, e, s, pb, width, tile, acc);
+      },
+      [&](int64_t n0, int64_t n1, const Panel& p, const float* tile) {
+        transpose_out(n0, n1, p, tile, [&](int64_t mi, int64_t ni, float v) {
+          y[mi * n + ni] = v + (bias ? bias[ni] : 0.0f);
+        });
+      });
+}
+
+Status sparse_linear_q8(const SparseMatrix& w, const SparseBlocks& blocks, const float* w_scale,
+                        const float* x, int64_t m, const float* bias, float* y) {
+  const Kernels& kt = kernels();
+  if (m == 0 || w.n == 0) return Status::ok;
+  // Per-row dynamic quantization with the core op (also catches NaN / Inf in x).
+  uint8_t* xq = scratch<uint8_t>(static_cast<size_t>(m * w.k), 0);
+  std::vector<float> xs(m);
+  std::vector<int32_t> zp(m);
+  const Status st = dynamic_quantize(x, xq, QDtype::u8, m, w.k, xs.data(), zp.data());
+  if (st != Status::ok) return st;
+  int64_t total = 0;
+  const std::vector<Panel> panels = make_panels(m, w.k, &total);
+  int16_t* buf = scratch<int16_t>(static_cast<size_t>(total), 0);
+  int32_t* tiles = scratch<int32_t>(static_cast<size_t>(((m + 7) / 8 * 8) * w.n), 0);
+  const int32_t* zpp = zp.data();
+  // Subtracting the zero point while widening to int16 is free and removes gemmlowp's
+  // row-sum correction term from the epilogue: (x_q - zp) is in [-255, 255].
+  pack_panels(xq, m, w.k, panels, buf, [zpp](uint8_t v, int64_t mi) {
+    return static_cast<int16_t>(static_cast<int32_t>(v) - zpp[mi]);
+  });
+  const int64_t n = w.n;
+  const float* xsp = xs.data();
+  run_blocked(
+      w, blocks, m, panels, buf, tiles,
+      [&](int64_t n0, int64_t n1, const int64_t* b, const int64_t* e, int64_t s,
+          const int16_t* pb, int64_t width, int32_t* tile, bool acc) {
+        kt.qs16_spmm_csr(&w, n0, n1, b, e, s, pb, width, tile, acc);
+      },
+      [&](int64_t n0, int64_t n1, const Panel& p, const int32_t* tile) {
+        transpose_out(n0, n1, p, tile, [&](int64_t mi, int64_t ni, int32_t v) {
+          y[mi * n + ni] =
+              static_cast<float>(v) * (xsp[mi] * w_scale[ni]) + (bias ? bias[ni] : 0.0f);
+        });
+      });
+  return Status::ok;
+}
+
+void sparse_q8_accumulate(const SparseMatrix& w, const SparseBlocks& blocks, const uint8_t* xq,
+                          const int32_t* zero_point, int64_t m, int32_t* acc) {
+  const Kernels& kt = kernels();
+  if (m == 0 || w.n == 0) return;
+  int64_t total = 0;
+  const std::vector<Panel> panels = make_panels(m, w.k, &total);
+  int16_t* buf = scratch<int16_t>(static_cast<size_t>(total), 0);
+  int32_t* tiles = scratch<int32_t>(static_cast<size_t>(((m + 7) / 8 * 8) * w.n), 1);
+  pack_panels(xq, m, w.k, panels, buf, [zero_point](uint8_t v, int64_t mi) {
+    return static_cast<int16_t>(static_cast<int32_t>(v) - zero_point[mi]);
+  });
+  const int64_t n = w.n;
+  run_blocked(
+      w, blocks, m, panels, buf, tiles,
+      [&](int64_t n0, int64_t n1, const int64_t* b, const int64_t* e, int64_t s,
+          const int16_t* pb, int64_t width, int32_t* tile, bool a) {
+        kt.qs16_spmm_csr(&w, n0, n1, b, e, s, pb, width, tile, a);
+      },
+      [&](int64_t n0, int64_t n1, const Panel& p, const int32_t* tile) {
+        transpose_out(n0, n1, p, tile,
+                      [&](int64_t mi, int64_t ni, int32_t v) { acc[mi * n + ni] = v; });
+      });
+}
+
+}  // namespace pyquant

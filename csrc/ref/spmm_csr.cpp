@@ -1,0 +1,63 @@
+// Portable sparse x dense kernels: the fallback and the oracle for the SIMD paths.
+// Layouts are documented in kernels.h (SparseMatrix, panels) and pyquant/sparse_format.md.
+#include <cstdint>
+
+#include "pyquant/kernels.h"
+
+namespace pyquant {
+namespace ref {
+namespace {
+
+template <typename T, typename P, typename A, typename I>
+void spmm(const T* values, const I* idx, int64_t n0, int64_t n1, const int64_t* begin,
+          const int64_t* end, int64_t stride, const P* panel, int64_t width, A* yt,
+          bool accumulate) {
+  for (int64_t n = n0; n < n1; ++n) {
+    A* acc = yt + n * width;
+    if (!accumulate)
+      for (int64_t j = 0; j < width; ++j) acc[j] = A(0);
+    for (int64_t p = begin[n * stride]; p < end[n * stride]; ++p) {
+      const A v = static_cast<A>(values[p]);
+      const auto* xr = panel + static_cast<int64_t>(idx[p]) * width;
+      for (int64_t j = 0; j < width; ++j) acc[j] += v * static_cast<A>(xr[j]);
+    }
+  }
+}
+
+template <typename I>
+void spmv(const SparseMatrix* w, const I* idx, int64_t n0, int64_t n1, const float* x, float* y,
+          const float* bias) {
+  const auto* values = static_cast<const float*>(w->values);
+  for (int64_t n = n0; n < n1; ++n) {
+    float acc = 0.0f;
+    for (int64_t p = w->row_ptr[n]; p < w->row_ptr[n + 1]; ++p) acc += values[p] * x[idx[p]];
+    y[n] = acc + (bias ? bias[n] : 0.0f);
+  }
+}
+
+}  // namespace
+
+void f32_spmm_csr(const SparseMatrix* w, int64_t n0, int64_t n1, const int64_t* begin,
+                  const int64_t* end, int64_t stride, const float* panel, int64_t width,
+                  float* yt, bool accumulate) {
+  const auto* v = static_cast<const float*>(w->values);
+  if (w->idx16) spmm(v, w->idx16, n0, n1, begin, end, stride, panel, width, yt, accumulate);
+  else spmm(v, w->idx32, n0, n1, begin, end, stride, panel, width, yt, accumulate);
+}
+
+void f32_spmv_csr(const SparseMatrix* w, int64_t n0, int64_t n1, const float* x, float* y,
+                  const float* bias) {
+  if (w->idx16) spmv(w, w->idx16, n0, n1, x, y, bias);
+  else spmv(w, w->idx32, n0, n1, x, y, bias);
+}
+
+void qs16_spmm_csr(const SparseMatrix* w, int64_t n0, int64_t n1, const int64_t* begin,
+                   const int64_t* end, int64_t stride, const int16_t* panel, int64_t width,
+                   int32_t* acct, bool accumulate) {
+  const auto* v = static_cast<const int16_t*>(w->values);
+  if (w->idx16) spmm(v, w->idx16, n0, n1, begin, end, stride, panel, width, acct, accumulate);
+  else spmm(v, w->idx32, n0, n1, begin, end, stride, panel, width, acct, accumulate);
+}
+
+}  // namespace ref
+}  // namespace pyquant

@@ -1,0 +1,386 @@
+"""Sparse linear ops (re-exported by :mod:`pyquant.ops`).
+
+A pruned weight ``W [N, K]`` is packed once by :func:`sparse_pack` into :class:`SparsePacked`
+(CSR over the N output rows with narrow column indices; the layout and its bytes per nonzero
+are documented in ``pyquant/sparse_format.md``), then :func:`sparse_linear` computes
+``y = x @ W^T + bias`` touching only the nonzeros. Two value types:
+
+* ``torch.float32``: the nonzeros as they are; results within ``1e-5 * (|x| @ |W|^T)`` of the
+  float64 dense product (the usual bound for a reordered float sum).
+* ``torch.int8``: symmetric per-output-channel int8 weights (``scale = absmax / 127``), the
+  activations quantized per row at every call (uint8, ONNX DynamicQuantizeLinear, the core's
+  ``dynamic_quantize``), exact int32 accumulation, then ``acc * (x_scale * w_scale) + bias``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+import numpy as np
+import torch
+
+from pyquant import _C, _runtime
+from pyquant.ops import TensorLike, _as_tensor, _check_input, _np, _out_tensor
+
+__all__ = ["SparsePacked", "sparse_linear", "sparse_pack", "sparse_q8_accumulate"]
+
+# |acc| <= nnz_row * 255 * 127 must stay below 2^31 (x_q - zp in [-255, 255], |w_q| <= 127).
+_MAX_INT8_ROW_NNZ = (2**31 - 1) // (255 * 127)
+# K blocking is opt-in (sparse_pack(..., k_block=)): walking the activation panel one L2-sized
+# K block at a time measured about 2x SLOWER on the development machine (4096x4096, 90%,
+# M = 32 / 256: 8-10 vs 15-20 GFLOP/s on one thread) than one pass over whole rows with the
+# transposed output tile, so the default pack has a single block.
+
+
+@dataclasses.dataclass
+class SparsePacked:
+    """A packed sparse weight ``W [out_features, in_features]`` (CSR over output rows).
+
+    Attributes:
+        out_features, in_features: N and K of the dense weight.
+        row_ptr: int64 ``[N + 1]``; row n's entries are ``row_ptr[n]:row_ptr[n + 1]``.
+        col_idx: column (K) index of each entry: int16 holding uint16 bits when
+            ``K <= 65536``, else int32.
+        values: float32 entries (fp32 packs), or int16 holding int8-range values (int8 packs,
+            every row padded to an even count with zero entries so pairs feed ``vpmaddwd``).
+        scale: int8 packs: float32 ``[N]`` per-output-channel weight scales; else None.
+        dtype: ``torch.float32`` or ``torch.int8``.
+        block_ptr: optional int64 ``[N, num_blocks + 1]``: row n's entries with columns in
+            ``[b * k_block, (b + 1) * k_block)`` start at ``block_ptr[n, b]`` (int8: rounded up
+            to even offsets so pairs are never split). Derived data that lets the kernels walk
+            the activations one L2-sized K block at a time; None for one block.
+        k_block: columns per K block (0 when block_ptr is None).
+
+    Building one from tensors (e.g. a loaded ``state_dict``) validates the structure once
+    (O(nnz)); the op trusts it afterwards, so do not modify the tensors in place.
+    """
+
+    out_features: int
+    in_features: int
+    row_ptr: torch.Tensor
+    col_idx: torch.Tensor
+    values: torch.Tensor
+    scale: Optional[torch.Tensor] = None
+    dtype: torch.dtype = torch.float32
+    block_ptr: Optional[torch.Tensor] = None
+    k_block: int = 0
+
+    def __post_init__(self):
+        n, k = int(self.out_features), int(self.in_features)
+        if n < 0 or k < 0:
+            raise ValueError(f"out_features and in_features must be >= 0, got {n}, {k}")
+        self.out_features, self.in_features = n, k
+        if self.dtype not in (torch.float32, torch.int8):
+            raise TypeError(f"dtype must be torch.float32 or torch.int8, got {self.dtype}")
+        for name, t, dts in (("row_ptr", self.row_ptr, (torch.int64,)),
+                             ("col_idx", self.col_idx, (torch.int16, torch.int32)),
+                             ("values", self.values,
+                              (torch.float32,) if self.dtype == torch.float32 else (torch.int16,))):
+            if not isinstance(t, torch.Tensor):
+                raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+            _check_input(t, name, dts)
+        if self.col_idx.dtype == torch.int16 and k > 65536:
+            raise ValueError(f"col_idx must be int32 when in_features > 65536, got int16 (k={k})")
+        if self.values.numel() != self.col_idx.numel():
+            raise ValueError(f"values has {self.values.numel()} entries but col_idx "
+                             f"{self.col_idx.numel()}")
+        if self.dtype == torch.int8:
+            if not isinstance(self.scale, torch.Tensor) or self.scale.dtype != torch.float32:
+                raise TypeError("int8 packs need scale: a float32 tensor of out_features scales")
+            if self.scale.shape != (n,) or not self.scale.is_contiguous():
+                raise ValueError(f"scale must be contiguous with shape ({n},), got "
+                                 f"{tuple(self.scale.shape)}")
+            if n and not bool(torch.all(torch.isfinite(self.scale) & (self.scale > 0))):
+                raise ValueError("scale must be finite and > 0")
+            if self.values.numel() and int(self.values.abs().max()) > 127:
+                raise ValueError("int8 pack values must be in [-127, 127]")
+        if self.row_ptr.ndim != 1 or self.row_ptr.numel() != n + 1:
+            raise ValueError(f"row_ptr must be 1-d with out_features + 1 = {n + 1} elements, got "
+                             f"shape {tuple(self.row_ptr.shape)}")
+        nb = 1
+        if self.block_ptr is not None:
+            if not isinstance(self.k_block, int) or self.k_block < 1:
+                raise ValueError(f"k_block must be an int >= 1 with block_ptr, got {self.k_block!r}")
+            nb = max(1, -(-k // self.k_block))
+            if not isinstance(self.block_ptr, torch.Tensor):
+                raise TypeError("block_ptr must be a torch.Tensor")
+            _check_input(self.block_ptr, "block_ptr", (torch.int64,))
+            if self.block_ptr.shape != (n, nb + 1):
+                raise ValueError(f"block_ptr must have shape ({n}, {nb + 1}), got "
+                                 f"{tuple(self.block_ptr.shape)}")
+        else:
+            self.k_block = 0
+        _C.sparse_check(_np(self.row_ptr), _np(self.col_idx.reshape(-1)), n, k,
+                        self.dtype == torch.int8,
+                        None if self.block_ptr is None else _np(self.block_ptr).reshape(-1), nb)
+        if self.dtype == torch.int8 and n:
+            longest = int((self.row_ptr[1:] - self.row_ptr[:-1]).max())
+            if longest > _MAX_INT8_ROW_NNZ:
+                raise ValueError(f"a row has {longest} entries: int32 accumulation is exact only "
+                                 f"up to {_MAX_INT8_ROW_NNZ}")
+
+    @property
+    def num_blocks(self) -> int:
+        """K blocks the kernels walk (1 without block_ptr)."""
+        return 1 if self.block_ptr is None else int(self.block_ptr.shape[1]) - 1
+
+    def _block_args(self):
+        if self.block_ptr is None:
+            return None, 1
+        return _np(self.block_ptr).reshape(-1), self.num_blocks
+
+    def _arrays(self):
+        """numpy views of the packed tensors for _C, made once (each .numpy() costs ~2 us,
+        a tenth of a small layer's call). Views share memory with the tensors; the cache is
+        dropped on pickling / deepcopy and rebuilt from the copied tensors."""
+        cache = self.__dict__.get("_np_cache")
+        if cache is None:
+            cache = (_np(self.row_ptr), _np(self.col_idx.reshape(-1)), _np(self.values),
+                     None if self.scale is None else _np(self.scale)) + self._block_args()
+            self.__dict__["_np_cache"] = cache
+        return cache
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.pop("_np_cache", None)
+        return state
+
+    @property
+    def shape(self) -> torch.Size:
+        """The dense weight's shape ``(out_features, in_features)``."""
+        return torch.Size((self.out_features, self.in_features))
+
+    @property
+    def nnz(self) -> int:
+        """Stored entries (int8 packs include the zero pads that make rows even)."""
+        return int(self.values.numel())
+
+    @property
+    def density(self) -> float:
+        """Stored entries over ``N * K`` (0 for an empty shape)."""
+        total = self.out_features * self.in_features
+        return self.nnz / total if total else 0.0
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the packed tensors."""
+        ts = [self.row_ptr, self.col_idx, self.values]
+        ts += [t for t in (self.scale, self.block_ptr) if t is not None]
+        return sum(t.numel() * t.element_size() for t in ts)
+
+    @property
+    def bytes_per_nonzero(self) -> int:
+        """Index plus value bytes per stored entry: 6 (fp32, uint16 idx), 4 (int8), +2 for int32 idx."""
+        return self.col_idx.element_size() + self.values.element_size()
+
+    def to_dense(self) -> torch.Tensor:
+        """The float32 dense weight this pack represents (int8: dequantized)."""
+        n, k = self.out_features, self.in_features
+        rows = torch.repeat_interleave(torch.arange(n), self.row_ptr[1:] - self.row_ptr[:-1])
+        cols = self.col_idx.to(torch.int64)
+        if self.col_idx.dtype == torch.int16:
+            cols = cols & 0xFFFF
+        vals = self.values.to(torch.float32)
+        if self.scale is not None:
+            vals = vals * self.scale[rows]
+        dense = torch.zeros(n, k, dtype=torch.float32)
+        dense.index_put_((rows, cols), vals, accumulate=True)  # int8 pads add zero
+        return dense
+
+    def __repr__(self) -> str:
+        idx = "uint16" if self.col_idx.dtype == torch.int16 else "int32"
+        return (f"SparsePacked({self.out_features}x{self.in_features}, dtype={self.dtype}, "
+                f"nnz={self.nnz}, density={self.density:.4f}, idx={idx}, "
+                f"{self.bytes_per_nonzero} B/nonzero)")
+
+
+def _csr_from_mask(mask: torch.Tensor, k: int):
+    counts = mask.sum(dim=1, dtype=torch.int64)
+    row_ptr = torch.zeros(mask.shape[0] + 1, dtype=torch.int64)
+    torch.cumsum(counts, 0, out=row_ptr[1:])
+    cols = mask.nonzero()[:, 1]  # row-major: ascending columns within a row
+    return counts, row_ptr, cols
+
+
+def _narrow_idx(cols: torch.Tensor, k: int) -> torch.Tensor:
+    if k <= 65536:  # uint16 bit patterns in an int16 tensor (torch's uint16 support is thin)
+        return torch.where(cols >= 32768, cols - 65536, cols).to(torch.int16).contiguous()
+    return cols.to(torch.int32).contiguous()
+
+
+def _block_ptr(row_ptr: torch.Tensor, cols: torch.Tensor, n: int, k: int, even: bool,
+               k_block: Optional[int]):
+    """Per-row K block pointers (see SparsePacked.block_ptr); None when K fits one block."""
+    if k_block is None or k <= k_block or n == 0:
+        return None, 0
+    nb = -(-k // k_block)
+    rows = torch.repeat_interleave(torch.arange(n), row_ptr[1:] - row_ptr[:-1])
+    counts = torch.bincount(rows * nb + cols // k_block, minlength=n * nb).reshape(n, nb)
+    offsets = torch.zeros(n, nb + 1, dtype=torch.int64)
+    torch.cumsum(counts, 1, out=offsets[:, 1:])
+    if even:  # never split an int8 pair; rows have even lengths so the last offset is kept
+        offsets = (offsets + 1) // 2 * 2
+    return (offsets + row_ptr[:-1, None]).contiguous(), k_block
+
+
+def sparse_pack(w: TensorLike, *, dtype: torch.dtype = torch.float32,
+                k_block: Optional[int] = None) -> SparsePacked:
+    """Pack a pruned dense weight ``w [N, K]`` for :func:`sparse_linear`.
+
+    Exact zeros are dropped; everything else is kept. Build once per layer.
+
+    Args:
+        w: float32 ``[out_features, in_features]``, finite (e.g. ``linear.weight`` after pruning).
+        dtype: ``torch.float32`` (values as they are) or ``torch.int8`` (symmetric per-row
+            ``scale = absmax / 127``, values ``round_half_even(w / scale)`` in [-127, 127];
+            entries that round to 0 are dropped, odd rows get one zero pad).
+        k_block: optional K block size (>= 8): the kernels then walk the activations one block
+            of columns at a time. Off by default: it measured slower on Zen 4 (see above).
+
+    Returns:
+        SparsePacked.
+
+    Raises:
+        TypeError: w not float32 / dtype not float32 or int8.
+        ValueError: w not 2-d, not contiguous, on another device, or not finite.
+    """
+    w = _as_tensor(w, "w").detach()
+    _check_input(w, "w", (torch.float32,))
+    if w.ndim != 2:
+        raise ValueError(f"w must be 2-d [out_features, in_features], got shape {tuple(w.shape)}")
+    if dtype not in (torch.float32, torch.int8):
+        raise TypeError(f"dtype must be torch.float32 or torch.int8, got {dtype}")
+    if w.numel() and not bool(torch.isfinite(w).all()):
+        raise ValueError("w must be finite (found NaN or Inf)")
+    if k_block is not None and (not isinstance(k_block, int) or isinstance(k_block, bool)
+                                or k_block < 8):
+        raise ValueError(f"k_block must be None or an int >= 8, got {k_block!r}")
+    n, k = w.shape
+    if dtype == torch.float32:
+        mask = w != 0
+        _, row_ptr, cols = _csr_from_mask(mask, k)
+        bp, kb = _block_ptr(row_ptr, cols, n, k, False, k_block)
+        return SparsePacked(n, k, row_ptr, _narrow_idx(cols, k), w[mask].contiguous(),
+                            block_ptr=bp, k_block=kb)
+    absmax = w.abs().amax(dim=1) if k else torch.zeros(n)
+    scale = torch.where(absmax > 0, absmax / 127.0, torch.ones_like(absmax)).to(torch.float32)
+    q = torch.clamp(torch.round(w / scale[:, None]), -127, 127)
+    mask = q != 0
+    counts, row_ptr, cols = _csr_from_mask(mask, k)
+    vals = q[mask]
+    # Pad odd rows with one zero entry repeating the row's last column.
+    pads = counts % 2
+    new_counts = counts + pads
+    new_ptr = torch.zeros(n + 1, dtype=torch.int64)
+    torch.cumsum(new_counts, 0, out=new_ptr[1:])
+    total = int(new_ptr[-1])
+    rows = torch.repeat_interleave(torch.arange(n), counts)
+    pos = torch.arange(vals.numel()) - row_ptr[rows] + new_ptr[rows]
+    out_cols = torch.zeros(total, dtype=torch.int64)
+    out_vals = torch.zeros(total, dtype=torch.int16)
+    out_cols[pos] = cols
+    out_vals[pos] = vals.to(torch.int16)
+    odd = torch.nonzero(pads).flatten()
+    out_cols[new_ptr[odd + 1] - 1] = cols[row_ptr[odd + 1] - 1] if odd.numel() else out_cols[:0]
+    bp, kb = _block_ptr(new_ptr, out_cols, n, k, True, k_block)
+    return SparsePacked(n, k, new_ptr, _narrow_idx(out_cols, k), out_vals, scale.contiguous(),
+                        torch.int8, bp, kb)
+
+
+def _check_packed(packed) -> None:
+    if not isinstance(packed, SparsePacked):
+        raise TypeError(f"packed must be a SparsePacked (from sparse_pack), got "
+                        f"{type(packed).__name__}")
+
+
+def sparse_linear(x: TensorLike, packed: SparsePacked, bias: Optional[TensorLike] = None, *,
+                  out: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``y = x @ W^T + bias`` with W packed by :func:`sparse_pack`.
+
+    Args:
+        x: float32 ``[..., in_features]``, contiguous, CPU.
+        packed: the packed weight; int8 packs quantize x per row (uint8, dynamic).
+        bias: optional float32 ``[out_features]``.
+        out: optional float32 ``[..., out_features]`` buffer.
+
+    Returns:
+        float32 ``[..., out_features]`` (``out`` if given).
+
+    Raises:
+        TypeError: packed is not a SparsePacked; x / bias / out not float32.
+        ValueError: x's last dimension is not in_features, x is 0-d or non-contiguous, bias
+            has the wrong shape, out has the wrong shape, or (int8) x contains NaN / Inf.
+    """
+    _check_packed(packed)
+    x = _as_tensor(x, "x")
+    _check_input(x, "x", (torch.float32,))
+    if x.ndim == 0 or x.shape[-1] != packed.in_features:
+        raise ValueError(f"x must have last dimension in_features={packed.in_features}, got "
+                         f"shape {tuple(x.shape)}")
+    b = None
+    if bias is not None:
+        b = _as_tensor(bias, "bias")
+        _check_input(b, "bias", (torch.float32,))
+        if b.shape != (packed.out_features,):
+            raise ValueError(f"bias must have shape ({packed.out_features},), got "
+                             f"{tuple(b.shape)}")
+        b = _np(b)
+    y = _out_tensor(out, x.shape[:-1] + (packed.out_features,), torch.float32)
+    rows = x.numel() // packed.in_features if packed.in_features else int(np.prod(x.shape[:-1]))
+    _runtime._sync_threads()
+    if packed.in_features == 0:
+        y.zero_()
+        if bias is not None:
+            y += torch.from_numpy(b)
+        return y
+    rp, ci, vals, scale, bp, nb = packed._arrays()
+    xn = _np(x).reshape(-1)
+    yn = _np(y).reshape(-1)
+    if packed.dtype == torch.float32:
+        _C.sparse_linear_f32(xn, rows, rp, ci, vals, packed.out_features, packed.in_features, b,
+                             yn, bp, nb)
+    else:
+        _C.sparse_linear_q8(xn, rows, rp, ci, vals, scale, packed.out_features,
+                            packed.in_features, b, yn, bp, nb)
+    return y
+
+
+def sparse_q8_accumulate(xq: TensorLike, zero_point: TensorLike, packed: SparsePacked, *,
+                         out: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """The int32 accumulators of the int8 sparse kernel: ``sum_k (xq[m,k] - zp[m]) * Wq[n,k]``.
+
+    Exposed so tests can check them bit-exactly against an int64 reference.
+
+    Args:
+        xq: uint8 ``[M, in_features]``.
+        zero_point: int32 ``[M]`` (one per row of xq), each in [0, 255].
+        packed: an int8 SparsePacked.
+        out: optional int32 ``[M, out_features]``.
+
+    Returns:
+        int32 ``[M, out_features]``.
+
+    Raises:
+        TypeError: wrong dtypes or packed not an int8 SparsePacked.
+        ValueError: wrong shapes or zero points out of range.
+    """
+    _check_packed(packed)
+    if packed.dtype != torch.int8:
+        raise TypeError("packed must be an int8 pack (sparse_pack(w, dtype=torch.int8))")
+    xq = _as_tensor(xq, "xq")
+    zp = _as_tensor(zero_point, "zero_point")
+    _check_input(xq, "xq", (torch.uint8,))
+    _check_input(zp, "zero_point", (torch.int32,))
+    if xq.ndim != 2 or xq.shape[1] != packed.in_features:
+        raise ValueError(f"xq must be [M, {packed.in_features}], got {tuple(xq.shape)}")
+    if zp.shape != (xq.shape[0],):
+        raise ValueError(f"zero_point must have shape ({xq.shape[0]},), got {tuple(zp.shape)}")
+    if zp.numel() and (int(zp.min()) < 0 or int(zp.max()) > 255):
+        raise ValueError("zero_point must be in [0, 255]")
+    y = _out_tensor(out, torch.Size((xq.shape[0], packed.out_features)), torch.int32)
+    _runtime._sync_threads()
+    _C.sparse_q8_accumulate(_np(xq).reshape(-1), _np(zp), xq.shape[0], _np(packed.row_ptr),
+                            _np(packed.col_idx), _np(packed.values), packed.out_features,
+                            packed.in_features, _np(y).reshape(-1), *packed._block_args())
+    return y

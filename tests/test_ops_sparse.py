@@ -1,0 +1,260 @@
+"""sparse_pack / sparse_linear / sparse_q8_accumulate against pyquant.reference on every ISA."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+import pyquant
+from pyquant import ops
+from pyquant import reference as R
+
+
+def _pruned(n, k, sparsity, seed=0, empty_row=True, dense_row=True):
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(n, k, generator=g)
+    w[torch.rand(n, k, generator=g) < sparsity] = 0.0
+    if empty_row and n > 2:
+        w[1] = 0.0
+    if dense_row and n > 3:
+        w[2] = torch.randn(k, generator=g)  # 100% dense row
+    return w
+
+
+def _assert_close_f32(y, x, w, b):
+    """fp32 tolerance: 1e-5 of sum |x||w| (the scale of a reordered float32 sum's error)."""
+    ref = R.sparse_linear(x, w, b)
+    bound = 1e-5 * (x.abs().to(torch.float64) @ w.abs().to(torch.float64).T)
+    if b is not None:
+        bound = bound + 1e-5 * b.abs().to(torch.float64)
+    err = (y.to(torch.float64) - ref.to(torch.float64)).abs()
+    assert bool((err <= bound + 1e-12).all()), float((err - bound).max())
+
+
+SHAPES = [(1, 1), (13, 17), (37, 53), (64, 300), (9, 2500)]
+MS = list(range(1, 10)) + [31, 32, 33, 70]
+
+
+@pytest.mark.parametrize("n,k", SHAPES)
+@pytest.mark.parametrize("m", MS)
+def test_f32_matches_reference(isa, n, k, m):
+    w = _pruned(n, k, 0.8, seed=n * 31 + k)
+    g = torch.Generator().manual_seed(m)
+    x = torch.randn(m, k, generator=g)
+    b = torch.randn(n, generator=g)
+    p = ops.sparse_pack(w)
+    _assert_close_f32(ops.sparse_linear(x, p, b), x, w, b)
+    _assert_close_f32(ops.sparse_linear(x, p), x, w, None)
+
+
+@pytest.mark.parametrize("m", [1, 5, 33, 64])
+def test_f32_threads_and_blocks(isa, threads, m):
+    w = _pruned(301, 777, 0.9, seed=3)
+    x = torch.randn(m, 777)
+    b = torch.randn(301)
+    plain = ops.sparse_pack(w)
+    blocked = ops.sparse_pack(w, k_block=64)
+    assert blocked.num_blocks == 13 and plain.num_blocks == 1
+    _assert_close_f32(ops.sparse_linear(x, plain, b), x, w, b)
+    _assert_close_f32(ops.sparse_linear(x, blocked, b), x, w, b)
+
+
+def test_int32_indices_for_wide_k(isa):
+    k = 70000  # > 65536: int32 column indices
+    w = torch.zeros(3, k)
+    w[0, [0, 65535, 65536, 69999]] = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    w[2, 40000] = -1.5
+    p = ops.sparse_pack(w)
+    assert p.col_idx.dtype == torch.int32 and p.bytes_per_nonzero == 8
+    x = torch.randn(5, k)
+    _assert_close_f32(ops.sparse_linear(x, p), x, w, None)
+    _assert_close_f32(ops.sparse_linear(x[:1], p), x[:1], w, None)
+    q = ops.sparse_pack(w, dtype=torch.int8)
+    xq = torch.randint(0, 256, (4, k), dtype=torch.uint8)
+    zp = torch.randint(0, 256, (4,), dtype=torch.int32)
+    wq = torch.round(w / q.scale[:, None]).clamp(-127, 127)
+    assert torch.equal(ops.sparse_q8_accumulate(xq, zp, q).long(), R.sparse_q8_accumulate(xq, zp, wq))
+
+
+def test_uint16_indices_above_32767(isa):
+    w = torch.zeros(2, 65536)
+    w[0, [32767, 32768, 65535]] = torch.tensor([1.0, -2.0, 0.5])
+    p = ops.sparse_pack(w)
+    assert p.col_idx.dtype == torch.int16 and p.bytes_per_nonzero == 6
+    assert torch.equal(p.to_dense(), w)
+    x = torch.randn(3, 65536)
+    _assert_close_f32(ops.sparse_linear(x, p), x, w, None)
+
+
+def test_all_zero_weight_gives_bias(isa):
+    w = torch.zeros(7, 11)
+    b = torch.randn(7)
+    for dtype in (torch.float32, torch.int8):
+        p = ops.sparse_pack(w, dtype=dtype)
+        assert p.nnz == 0
+        for m in (1, 3, 40):
+            assert torch.equal(ops.sparse_linear(torch.randn(m, 11), p, b), b.expand(m, 7))
+
+
+def test_leading_dims_out_and_empty_batch(isa):
+    w = _pruned(10, 12, 0.5)
+    p = ops.sparse_pack(w)
+    x = torch.randn(2, 3, 12)
+    out = torch.empty(2, 3, 10)
+    y = ops.sparse_linear(x, p, out=out)
+    assert y is out
+    _assert_close_f32(y.reshape(6, 10), x.reshape(6, 12), w, None)
+    assert ops.sparse_linear(torch.randn(0, 12), p).shape == (0, 10)
+
+
+def test_pack_layout_and_to_dense():
+    w = _pruned(20, 30, 0.7)
+    p = ops.sparse_pack(w)
+    assert p.nnz == int((w != 0).sum()) and torch.equal(p.to_dense(), w)
+    assert p.row_ptr[-1] == p.nnz and p.values.dtype == torch.float32
+    assert p.nbytes == 21 * 8 + p.nnz * 6
+    q = ops.sparse_pack(w, dtype=torch.int8)
+    assert bool(((q.row_ptr[1:] - q.row_ptr[:-1]) % 2 == 0).all())  # pairs
+    wq = torch.round(w / q.scale[:, None]).clamp(-127, 127)
+    assert torch.allclose(q.to_dense(), wq * q.scale[:, None])
+    assert q.bytes_per_nonzero == 4 and "int8" in repr(q)
+
+
+# ------------------------------------------------------------------ int8
+
+
+def _q8_setup(n, k, m, seed):
+    w = _pruned(n, k, 0.75, seed=seed)
+    q = ops.sparse_pack(w, dtype=torch.int8)
+    wq = torch.round(w / q.scale[:, None]).clamp(-127, 127)
+    g = torch.Generator().manual_seed(seed)
+    xq = torch.randint(0, 256, (m, k), dtype=torch.uint8, generator=g)
+    zp = torch.randint(0, 256, (m,), dtype=torch.int32, generator=g)
+    return w, q, wq, xq, zp
+
+
+@pytest.mark.parametrize("n,k", SHAPES)
+@pytest.mark.parametrize("m", [1, 2, 7, 8, 9, 16, 24, 31, 33])
+def test_q8_accumulators_bit_exact(isa, n, k, m):
+    _, q, wq, xq, zp = _q8_setup(n, k, m, seed=n + k + m)
+    acc = ops.sparse_q8_accumulate(xq, zp, q)
+    assert acc.dtype == torch.int32
+    assert torch.equal(acc.long(), R.sparse_q8_accumulate(xq, zp, wq))
+
+
+def test_q8_accumulators_blocked_and_threads(isa, threads):
+    _, q, wq, xq, zp = _q8_setup(130, 900, 45, seed=5)
+    w = q.to_dense()
+    qb = ops.sparse_pack(w, dtype=torch.int8, k_block=100)
+    assert qb.num_blocks == 9
+    ref = R.sparse_q8_accumulate(xq, zp, wq)
+    assert torch.equal(ops.sparse_q8_accumulate(xq, zp, q).long(), ref)
+    assert torch.equal(ops.sparse_q8_accumulate(xq, zp, qb).long(), ref)
+
+
+def test_q8_no_overflow_at_the_int32_limit(isa):
+    # The worst case the pack allows: one fully dense row of +-127 against (x_q - zp) = +-255.
+    from pyquant.ops_sparse import _MAX_INT8_ROW_NNZ
+    k = _MAX_INT8_ROW_NNZ // 2 * 2  # even: no pad entry
+    w = torch.ones(2, k)
+    w[1] = -1.0
+    q = ops.sparse_pack(w, dtype=torch.int8)
+    xq = torch.tensor([[255] * k, [0] * k], dtype=torch.uint8)
+    zp = torch.tensor([0, 255], dtype=torch.int32)
+    acc = ops.sparse_q8_accumulate(xq, zp, q)
+    ref = R.sparse_q8_accumulate(xq, zp, torch.round(w / q.scale[:, None]))
+    assert int(ref.abs().max()) > 2**31 - 2**22  # really near the limit
+    assert torch.equal(acc.long(), ref)
+    # One more nonzero per row could overflow: refused at pack time.
+    with pytest.raises(ValueError, match="int32"):
+        ops.sparse_pack(torch.ones(1, k + 2), dtype=torch.int8)
+
+
+@pytest.mark.parametrize("m", [1, 3, 32, 33])
+def test_q8_linear_matches_reference(isa, threads, m):
+    w, q, wq, _, _ = _q8_setup(50, 70, m, seed=11)
+    x = torch.randn(m, 70) * 3
+    b = torch.randn(50)
+    y = ops.sparse_linear(x, q, b)
+    ref = R.sparse_linear_q8(x, wq, q.scale, b)
+    # Integer part exact; the float epilogue may contract into an FMA: a few ulps.
+    assert torch.allclose(y, ref, rtol=1e-5, atol=1e-5)
+    # And the quantization error vs the fp32 product is what int8 predicts.
+    assert (y - R.sparse_linear(x, w, b)).abs().max() < 0.05 * R.sparse_linear(x, w, b).abs().max()
+
+
+# ------------------------------------------------------------------ validation
+
+
+def test_bad_inputs():
+    w = _pruned(6, 8, 0.5)
+    p = ops.sparse_pack(w)
+    with pytest.raises(TypeError, match="w must have dtype"):
+        ops.sparse_pack(w.double())
+    with pytest.raises(ValueError, match="w must be 2-d"):
+        ops.sparse_pack(w.reshape(-1))
+    with pytest.raises(ValueError, match="w must be finite"):
+        ops.sparse_pack(torch.tensor([[1.0, float("nan")]]))
+    with pytest.raises(ValueError, match="contiguous"):
+        ops.sparse_pack(w.T)
+    with pytest.raises(TypeError, match="dtype"):
+        ops.sparse_pack(w, dtype=torch.float16)
+    with pytest.raises(ValueError, match="k_block"):
+        ops.sparse_pack(w, k_block=3)
+    with pytest.raises(TypeError, match="packed must be a SparsePacked"):
+        ops.sparse_linear(torch.randn(2, 8), w)
+    with pytest.raises(TypeError, match="x must have dtype"):
+        ops.sparse_linear(torch.randn(2, 8).double(), p)
+    with pytest.raises(ValueError, match="in_features=8"):  # packed-vs-input mismatch
+        ops.sparse_linear(torch.randn(2, 9), p)
+    with pytest.raises(ValueError, match="in_features=8"):
+        ops.sparse_linear(torch.tensor(1.0), p)
+    with pytest.raises(ValueError, match="bias must have shape"):
+        ops.sparse_linear(torch.randn(2, 8), p, torch.randn(7))
+    with pytest.raises(TypeError, match="bias must have dtype"):
+        ops.sparse_linear(torch.randn(2, 8), p, torch.randn(6).double())
+    with pytest.raises(ValueError, match="out must have shape"):
+        ops.sparse_linear(torch.randn(2, 8), p, out=torch.empty(2, 5))
+    with pytest.raises(ValueError, match="x must be contiguous"):
+        ops.sparse_linear(torch.randn(8, 2).T, p)
+    q = ops.sparse_pack(w, dtype=torch.int8)
+    with pytest.raises(ValueError, match="x contains NaN"):
+        ops.sparse_linear(torch.tensor([[float("nan")] * 8]), q)
+    with pytest.raises(TypeError, match="int8 pack"):
+        ops.sparse_q8_accumulate(torch.zeros(1, 8, dtype=torch.uint8),
+                                 torch.zeros(1, dtype=torch.int32), p)
+    with pytest.raises(ValueError, match="zero_point must be in"):
+        ops.sparse_q8_accumulate(torch.zeros(1, 8, dtype=torch.uint8),
+                                 torch.full((1,), 300, dtype=torch.int32), q)
+
+
+def test_corrupt_packs_are_rejected():
+    p = ops.sparse_pack(_pruned(6, 8, 0.5))
+    bad_idx = p.col_idx.clone()
+    bad_idx[0] = 8
+    with pytest.raises(ValueError, match="index >= k"):
+        dataclasses.replace(p, col_idx=bad_idx)
+    bad_ptr = p.row_ptr.clone()
+    bad_ptr[2], bad_ptr[3] = bad_ptr[3], bad_ptr[2] - 1
+    with pytest.raises(ValueError, match="non-decreasing"):
+        dataclasses.replace(p, row_ptr=bad_ptr)
+    with pytest.raises(ValueError, match="row_ptr must be 1-d"):
+        dataclasses.replace(p, row_ptr=p.row_ptr[:-1].clone())
+    with pytest.raises(ValueError, match="values has"):
+        dataclasses.replace(p, values=p.values[:-1].clone())
+    with pytest.raises(TypeError, match="values must have dtype"):
+        dataclasses.replace(p, values=p.values.double())
+    q = ops.sparse_pack(_pruned(6, 8, 0.5), dtype=torch.int8)
+    with pytest.raises(ValueError, match=r"\[-127, 127\]"):
+        dataclasses.replace(q, values=q.values * 2)
+    with pytest.raises(ValueError, match="scale must be finite"):
+        dataclasses.replace(q, scale=-q.scale)
+
+
+def test_kernel_names_in_cpu_info(isa):
+    names = pyquant.cpu_info()["kernels"]
+    suffix = {"scalar": "scalar"}.get(isa, isa if isa != "avx512vnni" else "avx512")
+    assert names["f32_spmm_csr"] == f"f32_spmm_csr__{suffix}"
+    assert names["qs16_spmm_csr"] == f"qs16_spmm_csr__{suffix}"
