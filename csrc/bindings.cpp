@@ -65,4 +65,5 @@ PYBIND11_MODULE(_C, m) {
 
 
   bindings::bind_quantize(m);
+  bindings::bind_gemm(m);
 }

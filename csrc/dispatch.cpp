@@ -33,6 +33,13 @@ Kernels make_table(Isa isa) {
       PYQUANT_USE_ALL(avx512, "avx512")
       break;
   }
+  // GEMM: the VNNI level has its own kernel.
+  switch (isa) {
+    case Isa::scalar: PYQUANT_USE(ref, "scalar", qu8qs8_gemm) break;
+    case Isa::avx2: PYQUANT_USE(avx2, "avx2", qu8qs8_gemm) break;
+    case Isa::avx512: PYQUANT_USE(avx512, "avx512", qu8qs8_gemm) break;
+    case Isa::avx512vnni: PYQUANT_USE(avx512vnni, "avx512vnni", qu8qs8_gemm) break;
+  }
 #undef PYQUANT_USE_ALL
 #undef PYQUANT_USE
   return k;

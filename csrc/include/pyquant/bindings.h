@@ -30,6 +30,7 @@ inline void raise_status(Status s, const char* what) {
 
 // One function per op family, each in csrc/bindings/<family>.cpp.
 void bind_quantize(py::module_& m);
+void bind_gemm(py::module_& m);
 
 }  // namespace bindings
 }  // namespace pyquant

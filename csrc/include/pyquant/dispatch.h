@@ -7,6 +7,7 @@
 
 #include "pyquant/cpu.h"
 #include "pyquant/kernels.h"
+#include "pyquant/gemm.h"
 
 namespace pyquant {
 
@@ -21,6 +22,7 @@ struct Kernels {
   DequantizeVecFn qs8_f32_dequantize_vec = nullptr;
   DequantizeVecFn qu8_f32_dequantize_vec = nullptr;
   MinMaxFn f32_minmax = nullptr;
+  GemmU8S8Fn qu8qs8_gemm = nullptr;
   // (op, kernel) pairs, e.g. ("f32_qs8_quantize", "f32_qs8_quantize__avx2"), for cpu_info().
   std::vector<std::pair<std::string, std::string>> names;
 };
