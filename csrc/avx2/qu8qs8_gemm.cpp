@@ -1,9 +1,9 @@
-// AVX2 u8 x s8 -> s32 GEMM, 6 x 8 register tile, exact: activations are widened to int16
+// AVX2 u8 x s8 -> s32 GEMM, 4 x 8 register tile, exact: activations are widened to int16
 // (zero-extension) and weights sign-extended to int16 on load, then vpmaddwd forms pair sums
 // in int32. vpmaddubsw would be one instruction fewer but saturates int16 for 255 * -128 * 2.
 //
 // Blocking (GotoBLAS order with B resident in L2): for each block of kNC columns, for each
-// block of kKC k's, for each 6-row block: widen those rows of A into a small int16 buffer (L1),
+// block of kKC k's, for each 4-row block: widen those rows of A into a small int16 buffer (L1),
 // then sweep the 8-column halves of the packed panels of this column block (KC x NC bytes of B
 // stay in L2 across the row blocks). Partial sums between k blocks live in the output itself.
 #include <immintrin.h>
@@ -16,33 +16,48 @@ namespace pyquant {
 namespace avx2 {
 namespace {
 
-constexpr int kMR = 6;
+constexpr int kMR = 4;  // 8 accumulators + 2 weights + broadcast + product: no spills
 constexpr int64_t kKC = 512;  // multiple of 4
 constexpr int64_t kNC = 256;  // multiple of 16
 
 // acc[r] (8 columns) for r < MR over kg k-groups. a: int16 rows of stride astride (elements),
 // b: the 8-column half of a panel (k-groups 64 bytes apart).
+// Named accumulators, not arrays: GCC spilled an array-of-__m256i tile to the stack.
 template <int MR>
 static inline void ukernel(const int16_t* a, int64_t astride, const int8_t* b, int64_t kg,
                            __m256i* out) {
-  __m256i lo[MR], hi[MR];
-  for (int r = 0; r < MR; ++r) lo[r] = hi[r] = _mm256_setzero_si256();
+  __m256i l0 = _mm256_setzero_si256(), h0 = l0, l1 = l0, h1 = l0, l2 = l0, h2 = l0, l3 = l0,
+          h3 = l0, l4 = l0, h4 = l0, l5 = l0, h5 = l0;
+  const int16_t* a0 = a;
+  const int16_t* a1 = a + astride;
+  const int16_t* a2 = a + 2 * astride;
+  const int16_t* a3 = a + 3 * astride;
+  const int16_t* a4 = a + 4 * astride;
+  const int16_t* a5 = a + 5 * astride;
+#define PYQUANT_ROW(r)                                                      \
+  if (MR > r) {                                                             \
+    int64_t quad;                                                           \
+    memcpy(&quad, a##r + q * 4, sizeof(quad));                              \
+    const __m256i av = _mm256_set1_epi64x(quad);                            \
+    l##r = _mm256_add_epi32(l##r, _mm256_madd_epi16(av, w0));               \
+    h##r = _mm256_add_epi32(h##r, _mm256_madd_epi16(av, w1));               \
+  }
   for (int64_t q = 0; q < kg; ++q) {
     const __m256i w0 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b)));
     const __m256i w1 =
         _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 16)));
     b += kGemmNR * kGemmKR;
-    for (int r = 0; r < MR; ++r) {
-      int64_t quad;
-      memcpy(&quad, a + r * astride + q * 4, sizeof(quad));
-      const __m256i av = _mm256_set1_epi64x(quad);
-      lo[r] = _mm256_add_epi32(lo[r], _mm256_madd_epi16(av, w0));
-      hi[r] = _mm256_add_epi32(hi[r], _mm256_madd_epi16(av, w1));
-    }
+    PYQUANT_ROW(0) PYQUANT_ROW(1) PYQUANT_ROW(2) PYQUANT_ROW(3) PYQUANT_ROW(4) PYQUANT_ROW(5)
   }
-  // lo lanes: (c0 c0 c1 c1 | c2 c2 c3 c3) partial pairs; hadd then reorder 64-bit lanes.
-  for (int r = 0; r < MR; ++r)
-    out[r] = _mm256_permute4x64_epi64(_mm256_hadd_epi32(lo[r], hi[r]), 0xD8);
+#undef PYQUANT_ROW
+  // l lanes: (c0 c0 c1 c1 | c2 c2 c3 c3) partial pairs, h the same for c4..c7; hadd then
+  // reorder the 64-bit lanes to c0..c7.
+  out[0] = _mm256_permute4x64_epi64(_mm256_hadd_epi32(l0, h0), 0xD8);
+  if (MR > 1) out[1] = _mm256_permute4x64_epi64(_mm256_hadd_epi32(l1, h1), 0xD8);
+  if (MR > 2) out[2] = _mm256_permute4x64_epi64(_mm256_hadd_epi32(l2, h2), 0xD8);
+  if (MR > 3) out[3] = _mm256_permute4x64_epi64(_mm256_hadd_epi32(l3, h3), 0xD8);
+  if (MR > 4) out[4] = _mm256_permute4x64_epi64(_mm256_hadd_epi32(l4, h4), 0xD8);
+  if (MR > 5) out[5] = _mm256_permute4x64_epi64(_mm256_hadd_epi32(l5, h5), 0xD8);
 }
 
 static inline __m256i tail_mask(int64_t cols) {
@@ -123,9 +138,7 @@ void qu8qs8_gemm(const GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int64_t 
             case 1: ukernel<1>(abuf, kc4, b, kc4 / 4, tile); break;
             case 2: ukernel<2>(abuf, kc4, b, kc4 / 4, tile); break;
             case 3: ukernel<3>(abuf, kc4, b, kc4 / 4, tile); break;
-            case 4: ukernel<4>(abuf, kc4, b, kc4 / 4, tile); break;
-            case 5: ukernel<5>(abuf, kc4, b, kc4 / 4, tile); break;
-            default: ukernel<6>(abuf, kc4, b, kc4 / 4, tile); break;
+            default: ukernel<4>(abuf, kc4, b, kc4 / 4, tile); break;
           }
           const int64_t cols = nb_end - n < 8 ? nb_end - n : 8;
           for (int r = 0; r < mr; ++r) finish_row(g, tile[r], i0 + r, n, cols, first, last);

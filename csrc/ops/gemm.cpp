@@ -12,7 +12,7 @@ namespace {
 
 // Multiply-accumulates per task below which a thread costs more than it saves (~10 us).
 constexpr int64_t kGemmGrain = 256 * 1024;
-constexpr int64_t kRowBlock = 6;  // the SIMD kernels' register tile height
+constexpr int64_t kRowBlock = 12;  // a multiple of the SIMD kernels' tile heights (4, 6)
 
 // Reused across calls (one set per calling thread): the quantized activations and their
 // per-row parameters. Steady-state forwards allocate nothing.
