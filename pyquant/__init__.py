@@ -12,9 +12,11 @@ import warnings as _warnings
 from pyquant import _C
 from pyquant import ops, reference
 from pyquant._runtime import cpu_info, get_num_threads, set_isa, set_num_threads, supported_isas
+from pyquant import nn
+from pyquant.api import Int8DynamicConfig, Int8StaticConfig, quantize_
 
 __all__ = ["cpu_info", "get_num_threads", "ops", "reference", "set_isa", "set_num_threads",
-           "supported_isas"]
+           "supported_isas", "nn", "Int8DynamicConfig", "Int8StaticConfig", "quantize_"]
 __version__ = "0.1.0"
 
 if "PYQUANT_ISA" in _os.environ:
