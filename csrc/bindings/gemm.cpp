@@ -1,4 +1,5 @@
 // Bindings of the int8 GEMM family: pack_b, int8_matmul, quant_linear.
+#include <chrono>
 #include <string>
 
 #include "pyquant/bindings.h"
@@ -22,6 +23,18 @@ std::string num(int64_t v) { return std::to_string(v); }
 void bind_gemm(py::module_& m) {
   m.attr("GEMM_NR") = kGemmNR;
   m.attr("GEMM_KR") = kGemmKR;
+
+  // For benchmarks that report ops/cycle: the effective clock of this core right now, from a
+  // chain of dependent integer adds (one per cycle on any x86 core since the P6).
+  m.def("measure_clock_ghz", [](int64_t iterations) {
+    py::gil_scoped_release release;
+    uint64_t x = 0;
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int64_t i = 0; i < iterations; ++i)
+      __asm__ volatile("add $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\tadd $1, %0" : "+r"(x));
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    return 4.0 * static_cast<double>(iterations) / s / 1e9;
+  }, py::arg("iterations") = 50000000);
 
   m.def(
       "gemm_pack_b",
