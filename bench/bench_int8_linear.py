@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 import pyquant
-from conftest import run
+
 
 SHAPES = [(768, 768), (768, 3072), (3072, 768), (4096, 4096)]
 MS = [1, 16, 128, 1024]
@@ -39,7 +39,7 @@ def _layers(k, n):
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("m", MS)
 @pytest.mark.parametrize("shape", SHAPES, ids=[f"{k}x{n}" for k, n in SHAPES])
-def test_linear(benchmark, bench_threads, shape, m, impl):
+def test_linear(benchmark, run_bench, bench_threads, shape, m, impl):
     k, n = shape
     layer = _layers(k, n)[impl]
     x = torch.randn(m, k)
@@ -49,11 +49,11 @@ def test_linear(benchmark, bench_threads, shape, m, impl):
         with torch.inference_mode():
             return layer(x)
 
-    run(benchmark, fn, 2.0 * m * k * n, impl=impl, k=k, n=n, m=m)
+    run_bench(benchmark, fn, 2.0 * m * k * n, impl=impl, k=k, n=n, m=m)
 
 
 @pytest.mark.parametrize("impl", IMPLS)
-def test_call_overhead_tiny(benchmark, impl):
+def test_call_overhead_tiny(benchmark, run_bench, impl):
     """Per-call overhead: a 16x16 layer at M=1 is all Python + dispatch."""
     torch.set_num_threads(1)
     pyquant.set_num_threads(1)
@@ -65,4 +65,4 @@ def test_call_overhead_tiny(benchmark, impl):
         with torch.inference_mode():
             return layer(x)
 
-    run(benchmark, fn, 1e6, impl=impl)
+    run_bench(benchmark, fn, 1e6, impl=impl)

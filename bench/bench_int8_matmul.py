@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from pyquant import _C, ops
-from conftest import run
+
 
 SIZE = 2048
 
@@ -24,7 +24,7 @@ def operands():
 
 
 @pytest.mark.parametrize("impl", ["pyquant", "pyquant_u8", "torch_int_mm"])
-def test_int8_matmul(benchmark, bench_threads, operands, impl):
+def test_int8_matmul(benchmark, run_bench, bench_threads, operands, impl):
     a, b = operands
     out = torch.empty(SIZE, SIZE, dtype=torch.int32)
     if impl == "pyquant":
@@ -36,7 +36,7 @@ def test_int8_matmul(benchmark, bench_threads, operands, impl):
         fn = lambda: torch._int_mm(a, b)  # noqa: E731
     benchmark.group = f"int8_matmul {SIZE}^3 threads={bench_threads}"
     ghz = _C.measure_clock_ghz()
-    run(benchmark, fn, 2.0 * SIZE ** 3, impl=impl, clock_ghz_before=ghz)
+    run_bench(benchmark, fn, 2.0 * SIZE ** 3, impl=impl, clock_ghz_before=ghz)
     ops_total = 2.0 * SIZE ** 3
     best = benchmark.stats.stats.min
     benchmark.extra_info["gops"] = ops_total / best / 1e9

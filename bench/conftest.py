@@ -25,3 +25,9 @@ def run(benchmark, fn, flops: float, **extra):
     benchmark.extra_info["isa"] = pyquant.cpu_info()["isa"]
     benchmark.extra_info["threads"] = pyquant.get_num_threads()
     return benchmark.pedantic(fn, rounds=rounds, iterations=1, warmup_rounds=2)
+
+
+@pytest.fixture
+def run_bench():
+    """The ``run`` helper as a fixture (bench modules cannot import conftest in importlib mode)."""
+    return run
