@@ -107,6 +107,14 @@ def quant_linear(x: torch.Tensor, weight_q: torch.Tensor, weight_scale: torch.Te
     x2 = x.reshape(-1, k).to(torch.float32)
     if act == "per_row":
         q, sa, za = dynamic_quantize(x2, dtype=torch.uint8, axis=0)
+    elif act == "per_row7":  # 127 levels, values clamped to <= 128 (the 7-bit kernel's range)
+        lo = torch.clamp(x2.amin(dim=1), max=0.0) if x2.shape[0] else torch.zeros(0)
+        hi = torch.clamp(x2.amax(dim=1), min=0.0) if x2.shape[0] else torch.zeros(0)
+        s = (hi - lo) / 127.0
+        sa = torch.where(s == 0, torch.ones_like(s), s)
+        za = torch.round(torch.clamp(0.0 - lo / sa, 0.0, 127.0)).to(torch.int32)
+        za = torch.where(s == 0, torch.zeros_like(za), za)
+        q = torch.clamp(quantize(x2, sa, za, axis=0, dtype=torch.uint8), max=128)
     elif act == "per_tensor":
         q, sa, za = dynamic_quantize(x2, dtype=torch.uint8)
         sa = sa.expand(x2.shape[0])

@@ -51,6 +51,18 @@ def test_close_to_float_linear(isa, threads, m):
     assert rel < 0.02, rel
 
 
+@pytest.mark.parametrize("shape", [(1, 70), (5, 70), (2, 9, 70), (0, 70)])
+def test_per_row7_matches_reference(isa, shape):
+    lin = _linear(70, 40)
+    q = QuantLinear.from_float(lin, pyquant.Int8DynamicConfig(act="per_row7"))
+    x = torch.randn(shape) * 3
+    assert torch.equal(q(x), _ref(q, x, "per_row7"))
+    with torch.no_grad():
+        want = lin(x)
+    if want.numel():
+        assert (q(x) - want).norm() / want.norm() < 0.03
+
+
 def test_per_tensor_and_static(isa):
     lin = _linear(64, 48)
     x = torch.randn(9, 64)

@@ -120,3 +120,26 @@ def test_validation():
 
 def test_kernel_names_in_cpu_info(isa):
     assert pyquant.cpu_info()["kernels"]["qu8qs8_gemm"] == f"qu8qs8_gemm__{isa}"
+
+
+@pytest.mark.parametrize("m", [1, 3, 4, 5, 9])
+@pytest.mark.parametrize("k", [1, 5, 1030, 2051])
+@pytest.mark.parametrize("n", [1, 9, 16, 17, 270])
+def test_7bit_activation_kernel_matches_reference(isa, m, k, n):
+    # Activations <= 128 route to qu7qs8_gemm (vpmaddubsw on AVX2): same results required.
+    a = torch.randint(0, 129, (m, k), generator=torch.Generator().manual_seed(k), dtype=torch.int16).to(torch.uint8)
+    b = _rand((k, n), torch.int8, n)
+    assert torch.equal(ops.int8_matmul(a, b, 64, 3), reference.int8_matmul(a, b, 64, 3))
+
+
+@pytest.mark.parametrize("a_value", [127, 128])
+@pytest.mark.parametrize("b_value", [-128, 127])
+def test_7bit_worst_case_no_saturation(isa, a_value, b_value):
+    # 128 * -128 * 2 = -32768 is the extreme vpmaddubsw pair sum the 7-bit kernel relies on.
+    k, n = 4100, 24
+    a = torch.full((5, k), a_value, dtype=torch.uint8)
+    b = torch.full((k, n), b_value, dtype=torch.int8)
+    assert torch.all(ops.int8_matmul(a, b) == a_value * b_value * k)
+    b2 = b.clone()
+    b2[1::2] = -128 if b_value == 127 else 127
+    assert torch.equal(ops.int8_matmul(a, b2), reference.int8_matmul(a, b2))

@@ -95,7 +95,7 @@ void bind_gemm(py::module_& m) {
         require(x.size() == M * K * groups, "x must have M * K * groups elements, got " +
                                                 num(x.size()));
         require(out.size() == M * N * groups, "out must have M * N * groups elements");
-        require(mode >= 0 && mode <= 2, "mode must be 0, 1 or 2");
+        require(mode >= 0 && mode <= 3, "mode must be 0, 1, 2 or 3");
         const int64_t Np = gemm_padded_n(N), Kp = gemm_padded_k(K);
         require(packed.size() == groups * Np * Kp, "packed weight does not match K, N, groups");
         require(col_sum.size() == groups * Np && w_scale.size() == groups * Np,

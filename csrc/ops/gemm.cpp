@@ -1,6 +1,8 @@
 // int8 GEMM ops: weight packing, the tile split over the pool, MatMulInteger and the fused
 // quantized linear layer.
 #include <algorithm>
+#include <atomic>
+#include <cmath>
 #include <vector>
 
 #include "pyquant/dispatch.h"
@@ -55,9 +57,10 @@ void gemm_pack_b(const void* b, bool b_unsigned, bool transposed, int64_t K, int
   }
 }
 
-void gemm_u8s8(const GemmArgs& g, int64_t M, int64_t N) {
+void gemm_u8s8(const GemmArgs& g, int64_t M, int64_t N) { gemm_u8s8(g, M, N, kernels().qu8qs8_gemm); }
+
+void gemm_u8s8(const GemmArgs& g, int64_t M, int64_t N, GemmU8S8Fn fn) {
   if (M <= 0 || N <= 0) return;
-  const GemmU8S8Fn fn = kernels().qu8qs8_gemm;
   const int64_t tasks = num_tasks_for(M * N * std::max<int64_t>(g.K, 1), kGemmGrain);
   if (tasks == 1) {
     fn(g, 0, M, 0, N);
@@ -126,7 +129,10 @@ void int8_matmul(const void* a, bool a_signed, int64_t M, int64_t K, int32_t a_z
   g.col_sum = col_sum;
   g.b_zero_point = any_zb ? s.b_zero_point.data() : nullptr;
   g.row_sum = any_zb ? s.row_sum.data() : nullptr;
-  gemm_u8s8(g, M, N);
+  // Activations that all fit 0..128 take the faster exact kernel (vpmaddubsw cannot saturate).
+  uint8_t amax = 0;
+  for (int64_t i = 0; i < M * K; ++i) amax = std::max(amax, a_u8[i]);
+  gemm_u8s8(g, M, N, amax <= 128 ? kernels().qu7qs8_gemm : kernels().qu8qs8_gemm);
 }
 
 Status quant_linear(const float* x, int64_t M, int64_t K, int64_t N, int64_t groups,
@@ -152,6 +158,47 @@ Status quant_linear(const float* x, int64_t M, int64_t K, int64_t N, int64_t gro
       std::fill(s.scale.begin() + 1, s.scale.begin() + M, s.scale[0]);
       std::fill(s.zero_point.begin() + 1, s.zero_point.begin() + M, s.zero_point[0]);
       break;
+    case ActQuant::dynamic_per_row7: {
+      // Per-row asymmetric over 0..127 (7 bits). Rounding can reach 128 at most, which the
+      // 7-bit kernels still handle exactly; the clamp makes the precondition unconditional.
+      const Kernels& k = kernels();
+      std::atomic<int> failure{static_cast<int>(Status::ok)};
+      const int64_t tasks = num_tasks_for(M * Kt, 64 * 1024);
+      ThreadPool::global().run(tasks, [&](int64_t t) {
+        const int64_t r0 = M * t / tasks, r1 = M * (t + 1) / tasks;
+        for (int64_t r = r0; r < r1; ++r) {
+          const float* row = x + r * Kt;
+          float mn = 0.0f, mx = 0.0f;
+          if (Kt > 0 && k.f32_minmax(row, Kt, &mn, &mx)) {
+            failure.store(static_cast<int>(Status::nan_in_input));
+            return;
+          }
+          if (std::isinf(mn) || std::isinf(mx)) {
+            failure.store(static_cast<int>(Status::inf_in_input));
+            return;
+          }
+          mn = std::min(mn, 0.0f);
+          mx = std::max(mx, 0.0f);
+          float sc = (mx - mn) / 127.0f;
+          int32_t zp = 0;
+          if (sc == 0.0f) {
+            sc = 1.0f;
+          } else if (!std::isfinite(sc)) {
+            failure.store(static_cast<int>(Status::range_overflow));
+            return;
+          } else {
+            zp = static_cast<int32_t>(std::nearbyint(std::min(std::max(0.0f - mn / sc, 0.0f), 127.0f)));
+          }
+          s.scale[r] = sc;
+          s.zero_point[r] = zp;
+          uint8_t* q = s.q.data() + r * Kt;
+          k.f32_qu8_quantize(row, q, Kt, sc, zp);
+          for (int64_t i = 0; i < Kt; ++i) q[i] = q[i] > 128 ? 128 : q[i];
+        }
+      });
+      st = static_cast<Status>(failure.load());
+      break;
+    }
     case ActQuant::static_per_tensor: {
       QLayout l;
       l.channels = M * Kt;
@@ -179,7 +226,8 @@ Status quant_linear(const float* x, int64_t M, int64_t K, int64_t N, int64_t gro
     g.a_scale = s.scale.data();
     g.b_scale = w_scale + gi * Np;
     g.bias = bias ? bias + gi * Np : nullptr;
-    gemm_u8s8(g, M, N);
+    gemm_u8s8(g, M, N, mode == ActQuant::dynamic_per_row7 ? kernels().qu7qs8_gemm
+                                                         : kernels().qu8qs8_gemm);
   }
   return Status::ok;
 }

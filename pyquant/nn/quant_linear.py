@@ -25,7 +25,7 @@ from torch.nn import functional as F
 
 from pyquant import _C, _runtime, ops
 
-_ACT_MODES = {"per_row": 0, "per_tensor": 1, "static": 2}
+_ACT_MODES = {"per_row": 0, "per_tensor": 1, "static": 2, "per_row7": 3}
 
 
 def _pad16(n: int) -> int:
@@ -136,8 +136,9 @@ class QuantLinear(_QuantGemmBase):
     """Drop-in int8 replacement of ``nn.Linear`` (inference only).
 
     Weights: per-output-channel symmetric int8. Activations: uint8 with zero point, quantized
-    per row on the fly (``act="per_row"``, default), per tensor (``"per_tensor"``) or with a
-    calibrated scale (``"static"``). Accepts any leading dimensions; fp32 in, fp32 out.
+    per row on the fly (``act="per_row"``, default), per row on 7 bits (``"per_row7"``: levels
+    0..127, half the resolution but an exact vpmaddubsw kernel on AVX2, ~1.5x faster there),
+    per tensor (``"per_tensor"``) or with a calibrated scale (``"static"``). Accepts any leading dimensions; fp32 in, fp32 out.
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *,
@@ -276,6 +277,6 @@ def _scheme(config, input_scale):
     if getattr(config, "is_static", False):
         return "static", method
     act = getattr(config, "act", "per_row")
-    if act not in ("per_row", "per_tensor"):
-        raise ValueError(f"config.act must be 'per_row' or 'per_tensor', got {act!r}")
+    if act not in ("per_row", "per_tensor", "per_row7"):
+        raise ValueError(f"config.act must be 'per_row', 'per_row7' or 'per_tensor', got {act!r}")
     return act, method

@@ -6,6 +6,7 @@ file(GLOB NEW_GLOB LIST_DIRECTORIES true "/work/wt-gemm/csrc/avx2/*.cpp")
 set(OLD_GLOB
   "/work/wt-gemm/csrc/avx2/f32_minmax.cpp"
   "/work/wt-gemm/csrc/avx2/f32_qx8_quantize.cpp"
+  "/work/wt-gemm/csrc/avx2/qu7qs8_gemm.cpp"
   "/work/wt-gemm/csrc/avx2/qu8qs8_gemm.cpp"
   "/work/wt-gemm/csrc/avx2/qx8_f32_dequantize.cpp"
   )

@@ -23,6 +23,7 @@ struct Kernels {
   DequantizeVecFn qu8_f32_dequantize_vec = nullptr;
   MinMaxFn f32_minmax = nullptr;
   GemmU8S8Fn qu8qs8_gemm = nullptr;
+  GemmU8S8Fn qu7qs8_gemm = nullptr;  // A <= 128 only; the general kernel where no faster one
   // (op, kernel) pairs, e.g. ("f32_qs8_quantize", "f32_qs8_quantize__avx2"), for cpu_info().
   std::vector<std::pair<std::string, std::string>> names;
 };

@@ -69,6 +69,11 @@ using GemmU8S8Fn = void (*)(const GemmArgs& g, int64_t m0, int64_t m1, int64_t n
   }
 
 namespace pyquant {
+namespace avx2 {
+// Same contract as qu8qs8_gemm with the precondition A(i, k) <= 128 (7-bit activations), which
+// makes vpmaddubsw exact; only AVX2 needs a separate kernel for it (see the file's comment).
+void qu7qs8_gemm(const GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int64_t n1);
+}  // namespace avx2
 PYQUANT_DECLARE_GEMM_KERNELS(ref)
 PYQUANT_DECLARE_GEMM_KERNELS(avx2)
 PYQUANT_DECLARE_GEMM_KERNELS(avx512)

@@ -51,6 +51,8 @@ void gemm_pack_b(const void* b, bool b_unsigned, bool transposed, int64_t K, int
 // g over an M x N output, split over the thread pool by output tiles (columns first, so each
 // thread reads its own share of the weights; rows when there are too few column panels).
 void gemm_u8s8(const GemmArgs& g, int64_t M, int64_t N);
+// Same with an explicit kernel (e.g. kernels().qu7qs8_gemm when every A value is <= 128).
+void gemm_u8s8(const GemmArgs& g, int64_t M, int64_t N, GemmU8S8Fn fn);
 
 // ONNX MatMulInteger: out[M, N] = sum_k (a - a_zp)(b - b_zp[n]) in int32 (mod 2^32).
 // a is int8 or uint8 [M, K] row-major; B packed by gemm_pack_b; b_zero_point null or N values
@@ -60,7 +62,10 @@ void int8_matmul(const void* a, bool a_signed, int64_t M, int64_t K, int32_t a_z
                  const int32_t* b_zero_point, int64_t N, int32_t* out);
 
 // How quant_linear quantizes its float input.
-enum class ActQuant { dynamic_per_row = 0, dynamic_per_tensor = 1, static_per_tensor = 2 };
+// dynamic_per_row7: per-row asymmetric uint8 restricted to 0..127 (7 bits, ONNX-style formula
+// with 127 levels), which lets AVX2 use the faster exact vpmaddubsw kernel.
+enum class ActQuant { dynamic_per_row = 0, dynamic_per_tensor = 1, static_per_tensor = 2,
+                      dynamic_per_row7 = 3 };
 
 // Quantized (grouped) linear layer, one call per forward: quantize x [M, groups * K] to uint8
 // (into a per-thread buffer reused across calls), then per group g the GEMM with the fused
