@@ -34,7 +34,8 @@ def encoder():
         warnings.simplefilter("ignore")
         tq = torch.ao.quantization.quantize_dynamic(copy.deepcopy(fp32), {nn.Linear}, dtype=torch.qint8)
     pq = pyquant.quantize_(copy.deepcopy(fp32))
-    return {"torch_fp32": fp32, "torch_dynamic_int8": tq, "pyquant": pq}, batch
+    p7 = pyquant.quantize_(copy.deepcopy(fp32), pyquant.Int8DynamicConfig(act="per_row7"))
+    return {"torch_fp32": fp32, "torch_dynamic_int8": tq, "pyquant": pq, "pyquant_per_row7": p7}, batch
 
 
 def _pooled(model, batch):
@@ -44,7 +45,7 @@ def _pooled(model, batch):
         return nn.functional.normalize((out * mask).sum(1) / mask.sum(1), dim=-1)
 
 
-@pytest.mark.parametrize("impl", ["pyquant", "torch_dynamic_int8", "torch_fp32"])
+@pytest.mark.parametrize("impl", ["pyquant", "pyquant_per_row7", "torch_dynamic_int8", "torch_fp32"])
 def test_encoder(benchmark, run_bench, bench_threads, encoder, impl):
     models, batch = encoder
     model = models[impl]

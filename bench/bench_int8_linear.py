@@ -18,7 +18,7 @@ import pyquant
 
 SHAPES = [(768, 768), (768, 3072), (3072, 768), (4096, 4096)]
 MS = [1, 16, 128, 1024]
-IMPLS = ["pyquant", "torch_dynamic_int8", "torch_fp32"]
+IMPLS = ["pyquant", "pyquant_per_row7", "torch_dynamic_int8", "torch_fp32"]
 
 _cache = {}
 
@@ -32,7 +32,9 @@ def _layers(k, n):
             tq = torch.ao.quantization.quantize_dynamic(nn.Sequential(lin), {nn.Linear},
                                                         dtype=torch.qint8)[0]
         _cache[(k, n)] = {"torch_fp32": lin, "torch_dynamic_int8": tq,
-                          "pyquant": pyquant.nn.QuantLinear.from_float(lin)}
+                          "pyquant": pyquant.nn.QuantLinear.from_float(lin),
+                          "pyquant_per_row7": pyquant.nn.QuantLinear.from_float(
+                              lin, pyquant.Int8DynamicConfig(act="per_row7"))}
     return _cache[(k, n)]
 
 

@@ -23,7 +23,7 @@ def operands():
     return a, b
 
 
-@pytest.mark.parametrize("impl", ["pyquant", "pyquant_u8", "torch_int_mm"])
+@pytest.mark.parametrize("impl", ["pyquant", "pyquant_u8", "pyquant_u7", "torch_int_mm"])
 def test_int8_matmul(benchmark, run_bench, bench_threads, operands, impl):
     a, b = operands
     out = torch.empty(SIZE, SIZE, dtype=torch.int32)
@@ -32,6 +32,9 @@ def test_int8_matmul(benchmark, run_bench, bench_threads, operands, impl):
     elif impl == "pyquant_u8":
         au = a.view(torch.uint8)
         fn = lambda: ops.int8_matmul(au, b, out=out)  # noqa: E731 (the kernel's native u8 x s8)
+    elif impl == "pyquant_u7":
+        a7 = (a.view(torch.uint8) >> 1).contiguous()  # values 0..127: the vpmaddubsw kernel
+        fn = lambda: ops.int8_matmul(a7, b, out=out)  # noqa: E731
     else:
         fn = lambda: torch._int_mm(a, b)  # noqa: E731
     benchmark.group = f"int8_matmul {SIZE}^3 threads={bench_threads}"
