@@ -1,5 +1,8 @@
 """Print the ratio table of a pytest-benchmark JSON file: in each group, every impl's min time
-relative to pyquant (>1 means pyquant is faster)."""
+relative to a base impl (default pyquant; >1 means the base is faster).
+
+    python bench/summarize.py FILE.json [BASE_IMPL]
+"""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ import sys
 from collections import defaultdict
 
 
-def main(path: str) -> None:
+def main(path: str, base: str = "pyquant") -> None:
     data = json.load(open(path))
     groups = defaultdict(dict)
     extra = {}
@@ -16,14 +19,14 @@ def main(path: str) -> None:
         impl = b["extra_info"].get("impl", b["name"])
         groups[b["group"]][impl] = b["stats"]["min"]
         extra[(b["group"], impl)] = b["extra_info"]
-    impls = sorted({i for g in groups.values() for i in g if i != "pyquant"})
-    print("| group | pyquant ms | " + " | ".join(f"{i} / pyquant" for i in impls) + " |")
+    impls = sorted({i for g in groups.values() for i in g if i != base})
+    print(f"| group | {base} ms | " + " | ".join(f"{i} / {base}" for i in impls) + " |")
     print("|---|---|" + "---|" * len(impls))
     for name in sorted(groups, key=lambda s: (s.split()[0], s)):
         g = groups[name]
-        if "pyquant" not in g:
+        if base not in g:
             continue
-        p = g["pyquant"]
+        p = g[base]
         cells = [f"{g[i] / p:.2f}x" if i in g else "" for i in impls]
         print(f"| {name} | {p * 1e3:.3f} | " + " | ".join(cells) + " |")
     for (grp, impl), e in sorted(extra.items()):
@@ -33,4 +36,4 @@ def main(path: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], *sys.argv[2:3])
