@@ -117,6 +117,9 @@ def test_pretrained_minilm_encoder_fidelity():
     assert sum(isinstance(m, QuantLinear) for m in q.modules()) == 37  # 6 layers x 6 Linears + the pooler
     cos_pq = (ref * _mean_pooled(q, batch)).sum(-1)
     assert cos_pq.min().item() >= 0.99, cos_pq
+    q7 = pyquant.quantize_(copy.deepcopy(model), pyquant.Int8DynamicConfig(act="per_row7"))
+    cos_7 = (ref * _mean_pooled(q7, batch)).sum(-1)
+    assert cos_7.min().item() >= 0.99, cos_7
     # For the record (the comparison): torch's dynamic int8 drifts much further.
     qt = torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), {nn.Linear}, dtype=torch.qint8)
     cos_t = (ref * _mean_pooled(qt, batch)).sum(-1)
