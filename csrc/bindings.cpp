@@ -76,4 +76,5 @@ PYBIND11_MODULE(_C, m) {
   bindings::bind_quantize(m);
   bindings::bind_abs_select(m);
   bindings::bind_sparse(m);
+  bindings::bind_gemm(m);
 }

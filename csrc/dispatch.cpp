@@ -41,6 +41,21 @@ Kernels make_table(Isa isa) {
       PYQUANT_USE_ALL(avx512, "avx512")
       break;
   }
+  // GEMM: the VNNI level has its own kernel.
+  switch (isa) {
+    case Isa::scalar: PYQUANT_USE(ref, "scalar", qu8qs8_gemm) break;
+    case Isa::avx2: PYQUANT_USE(avx2, "avx2", qu8qs8_gemm) break;
+    case Isa::avx512: PYQUANT_USE(avx512, "avx512", qu8qs8_gemm) break;
+    case Isa::avx512vnni: PYQUANT_USE(avx512vnni, "avx512vnni", qu8qs8_gemm) break;
+  }
+  // 7-bit activations: AVX2 has a faster exact kernel; elsewhere the general one is as fast.
+  k.qu7qs8_gemm = k.qu8qs8_gemm;
+  if (isa == Isa::avx2) {
+    k.qu7qs8_gemm = avx2::qu7qs8_gemm;
+    k.names.emplace_back("qu7qs8_gemm", "qu7qs8_gemm__avx2");
+  } else {
+    k.names.emplace_back("qu7qs8_gemm", k.names.back().second);
+  }
 #undef PYQUANT_USE_ALL
 #undef PYQUANT_USE
   return k;

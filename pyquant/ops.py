@@ -613,3 +613,123 @@ from pyquant.ops_sparse import (SparsePacked, sparse_linear, sparse_pack,  # noq
                                 sparse_q8_accumulate)
 
 __all__ += ["SparsePacked", "sparse_linear", "sparse_pack", "sparse_q8_accumulate"]
+# ----------------------------------------------------------------------------- int8 GEMM
+
+__all__ += ["int8_matmul", "pack_int8_weight", "unpack_int8_weight"]
+
+
+def pack_int8_weight(w: TensorLike, *, transposed: bool = True) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Pack an int8 matrix into the GEMM kernels' panel layout (documented in csrc/include/pyquant/gemm.h).
+
+    Args:
+        w: int8 (or uint8, stored shifted by -128) 2-d tensor. With ``transposed=True`` (default)
+            it is a Linear weight ``[N, K]`` (out_features x in_features); else ``b`` of
+            ``a @ b``, ``[K, N]``.
+        transposed: orientation of ``w`` as described above.
+
+    Returns:
+        (packed, col_sum): int8 tensor of ``round_up(N, 16) * round_up(K, 4)`` bytes (panels of
+        16 columns, k in groups of 4, zero padded) and the int32 column sums
+        (``round_up(N, 16)`` entries) used for the activation zero-point correction.
+
+    Raises:
+        TypeError: dtype not int8/uint8. ValueError: not 2-d.
+    """
+    w = _as_tensor(w, "w")
+    _check_input(w, "w", (torch.int8, torch.uint8))
+    if w.ndim != 2:
+        raise ValueError(f"w must be 2-d, got shape {tuple(w.shape)}")
+    n, k = (w.shape[0], w.shape[1]) if transposed else (w.shape[1], w.shape[0])
+    kp, np_ = -(-k // _C.GEMM_KR) * _C.GEMM_KR, -(-n // _C.GEMM_NR) * _C.GEMM_NR
+    packed = torch.empty(kp * np_, dtype=torch.int8)
+    col_sum = torch.empty(np_, dtype=torch.int32)
+    _C.gemm_pack_b(_np(w), bool(transposed), _np(packed), _np(col_sum))
+    return packed, col_sum
+
+
+def unpack_int8_weight(packed: torch.Tensor, k: int, n: int) -> torch.Tensor:
+    """Inverse of :func:`pack_int8_weight` for an int8 Linear weight: returns ``[n, k]`` int8.
+
+    Args:
+        packed: the int8 packed tensor. k, n: in_features and out_features.
+
+    Raises:
+        ValueError: if ``packed`` does not have the size of an ``[n, k]`` weight.
+    """
+    kp, np_ = -(-k // _C.GEMM_KR) * _C.GEMM_KR, -(-n // _C.GEMM_NR) * _C.GEMM_NR
+    if packed.numel() != kp * np_:
+        raise ValueError(f"packed has {packed.numel()} elements, expected {kp * np_} for [{n}, {k}]")
+    # [panel, k-group, column-in-panel, j] -> [panel, column, k-group, j] -> [N, K]
+    p = packed.reshape(np_ // _C.GEMM_NR, kp // _C.GEMM_KR, _C.GEMM_NR, _C.GEMM_KR)
+    w = p.permute(0, 2, 1, 3).reshape(np_, kp)
+    return w[:n, :k].contiguous()
+
+
+def int8_matmul(a: TensorLike, b: TensorLike, a_zero_point=0, b_zero_point=0, *,
+                out: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Integer matrix product with int32 accumulation (ONNX MatMulInteger).
+
+    ``out[m, n] = sum_k (a[m, k] - a_zero_point) * (b[k, n] - b_zero_point[n])``, exact
+    (computed modulo 2^32 and therefore exact whenever the result fits int32, which is always
+    the case for K <= 65793 with zero zero points).
+
+    Args:
+        a: ``[M, K]`` uint8 or int8.
+        b: ``[K, N]`` int8 or uint8 (packed once per call; layers pack once at build time).
+        a_zero_point: int in a's dtype range.
+        b_zero_point: int, or a 1-d integer tensor of N per-column zero points, in b's range.
+        out: optional int32 ``[M, N]`` buffer.
+
+    Returns:
+        int32 tensor ``[M, N]``.
+
+    Raises:
+        TypeError: wrong dtypes. ValueError: not 2-d, K mismatch, zero point out of range,
+            non-contiguous, wrong b_zero_point length.
+    """
+    a = _as_tensor(a, "a")
+    b = _as_tensor(b, "b")
+    _check_input(a, "a", (torch.uint8, torch.int8))
+    _check_input(b, "b", (torch.int8, torch.uint8))
+    if a.ndim != 2 or b.ndim != 2:
+        raise ValueError(f"a and b must be 2-d, got shapes {tuple(a.shape)} and {tuple(b.shape)}")
+    m, k = a.shape
+    if b.shape[0] != k:
+        raise ValueError(f"b must have a.shape[1] = {k} rows, got shape {tuple(b.shape)}")
+    n = b.shape[1]
+    if isinstance(a_zero_point, torch.Tensor):
+        if a_zero_point.numel() != 1:
+            raise ValueError("a_zero_point must be a scalar")
+        a_zero_point = int(a_zero_point.item())
+    if not isinstance(a_zero_point, (int, np.integer)) or isinstance(a_zero_point, bool):
+        raise TypeError(f"a_zero_point must be an int, got {a_zero_point!r}")
+    amin, amax = _QRANGE[a.dtype]
+    if not amin <= int(a_zero_point) <= amax:
+        raise ValueError(f"a_zero_point must be in [{amin}, {amax}] for {a.dtype}, got {a_zero_point}")
+    bmin, bmax = _QRANGE[b.dtype]
+    zb = None
+    if isinstance(b_zero_point, torch.Tensor) or isinstance(b_zero_point, np.ndarray):
+        z = _as_tensor(b_zero_point, "b_zero_point")
+        if z.is_floating_point() or z.dtype == torch.bool:
+            raise TypeError(f"b_zero_point must be integer, got {z.dtype}")
+        if z.numel() == 1:
+            b_zero_point = int(z.reshape(()).item())
+        else:
+            if z.shape != (n,):
+                raise ValueError(f"b_zero_point must be a scalar or have shape ({n},), got {tuple(z.shape)}")
+            if int(z.min()) < bmin or int(z.max()) > bmax:
+                raise ValueError(f"b_zero_point must be in [{bmin}, {bmax}] for {b.dtype}")
+            zb = z.to(torch.int32).contiguous()
+    if zb is None:
+        if not isinstance(b_zero_point, (int, np.integer)) or isinstance(b_zero_point, bool):
+            raise TypeError(f"b_zero_point must be an int or an integer tensor, got {b_zero_point!r}")
+        if not bmin <= int(b_zero_point) <= bmax:
+            raise ValueError(f"b_zero_point must be in [{bmin}, {bmax}] for {b.dtype}, got {b_zero_point}")
+        if int(b_zero_point) != 0:
+            zb = torch.full((n,), int(b_zero_point), dtype=torch.int32)
+    y = _out_tensor(out, torch.Size((m, n)), torch.int32)
+    _runtime._sync_threads()
+    packed, col_sum = pack_int8_weight(b, transposed=False)
+    _C.int8_matmul(_np(a), int(a_zero_point), _np(packed), _np(col_sum), k, n,
+                   b.dtype == torch.uint8, None if zb is None else _np(zb), _np(y))
+    return y

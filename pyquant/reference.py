@@ -134,4 +134,53 @@ def sparse_linear_q8(x: torch.Tensor, weight_q: torch.Tensor, w_scale: torch.Ten
     y = acc.to(torch.float32) * (xs.to(torch.float32)[:, None] * w_scale[None, :])
     if bias is not None:
         y = y + bias
+def int8_matmul(a: torch.Tensor, b: torch.Tensor, a_zero_point=0, b_zero_point=0) -> torch.Tensor:
+    """ONNX MatMulInteger in int64, then checked to fit and cast to int32."""
+    za = torch.as_tensor(a_zero_point, dtype=torch.int64)
+    zb = torch.as_tensor(b_zero_point, dtype=torch.int64).reshape(-1)
+    zb = zb.reshape(()) if zb.numel() == 1 else zb.reshape(1, -1)
+    # int64 matmul is not implemented on every backend: do it as a broadcast sum.
+    a64 = a.to(torch.int64) - za
+    b64 = b.to(torch.int64) - zb
+    out = (a64.unsqueeze(2) * b64.unsqueeze(0)).sum(dim=1)
+    assert out.numel() == 0 or (int(out.min()) >= -2**31 and int(out.max()) < 2**31)
+    return out.to(torch.int32)
+
+
+def quant_linear(x: torch.Tensor, weight_q: torch.Tensor, weight_scale: torch.Tensor,
+                 bias: Optional[torch.Tensor] = None, *, act: str = "per_row",
+                 static_scale: float = 1.0, static_zero_point: int = 0) -> torch.Tensor:
+    """What pyquant.nn.QuantLinear computes, in plain torch, with the same float operations.
+
+    Activations are quantized to uint8 (dynamic per row / per tensor as ONNX
+    DynamicQuantizeLinear, or static per tensor), multiplied exactly in integers with the int8
+    weight ``[N, K]``, then ``float(acc - za * colsum) * (a_scale * w_scale) + bias``.
+    """
+    k = x.shape[-1]
+    x2 = x.reshape(-1, k).to(torch.float32)
+    if act == "per_row":
+        q, sa, za = dynamic_quantize(x2, dtype=torch.uint8, axis=0)
+    elif act == "per_row7":  # 127 levels, values clamped to <= 128 (the 7-bit kernel's range)
+        lo = torch.clamp(x2.amin(dim=1), max=0.0) if x2.shape[0] else torch.zeros(0)
+        hi = torch.clamp(x2.amax(dim=1), min=0.0) if x2.shape[0] else torch.zeros(0)
+        s = (hi - lo) / 127.0
+        sa = torch.where(s == 0, torch.ones_like(s), s)
+        za = torch.round(torch.clamp(0.0 - lo / sa, 0.0, 127.0)).to(torch.int32)
+        za = torch.where(s == 0, torch.zeros_like(za), za)
+        q = torch.clamp(quantize(x2, sa, za, axis=0, dtype=torch.uint8), max=128)
+    elif act == "per_tensor":
+        q, sa, za = dynamic_quantize(x2, dtype=torch.uint8)
+        sa = sa.expand(x2.shape[0])
+        za = za.expand(x2.shape[0])
+    else:
+        sa = torch.full((x2.shape[0],), float(static_scale))
+        za = torch.full((x2.shape[0],), int(static_zero_point), dtype=torch.int32)
+        q = quantize(x2, static_scale, static_zero_point, dtype=torch.uint8)
+    acc = torch.matmul(q.to(torch.float64), weight_q.to(torch.float64).t()).to(torch.int64)
+    colsum = weight_q.to(torch.int64).sum(dim=1)
+    v = (acc - za.to(torch.int64).reshape(-1, 1) * colsum.reshape(1, -1)).to(torch.int32)
+    s = sa.to(torch.float32).reshape(-1, 1) * weight_scale.to(torch.float32).reshape(1, -1)
+    y = v.to(torch.float32) * s
+    if bias is not None:
+        y = y + bias.to(torch.float32)
     return y.reshape(*x.shape[:-1], weight_q.shape[0])

@@ -26,7 +26,7 @@ def test_avx512_kernels_match_scalar_under_emulation(tmp_path):
     if cxx is None:
         pytest.skip("no C++ compiler")
     # avx2/ too: an AVX-512 kernel may hand a shape it does not specialise to the AVX2 one.
-    sources = [p for isa in ("avx512", "avx2", "ref") for p in sorted((ROOT / "csrc" / isa).glob("*.cpp"))]
+    sources = [p for isa in ("avx512vnni", "avx512", "avx2", "ref") for p in sorted((ROOT / "csrc" / isa).glob("*.cpp"))]
     exe = tmp_path / "emulated_isa_test"
     cmd = [cxx, "-std=c++17", "-O1", "-w", "-DSIMDE_NO_NATIVE",
            f"-I{ROOT / 'tests' / 'native' / 'simde_immintrin'}", f"-I{simde_py.get_include()}",

@@ -9,6 +9,7 @@
 #include <limits>
 #include <vector>
 
+#include "pyquant/gemm.h"
 #include "pyquant/kernels.h"
 
 namespace {
@@ -196,6 +197,83 @@ void check_sparse() {
   }
 }
 
+// int8 GEMM (issue 4): ref vs AVX-512BW vs VNNI on random and worst-case operands, int32
+// output bit-exact, fp32 epilogue within rounding. B packed as documented in gemm.h.
+void check_gemm() {
+  const int64_t shapes[][3] = {{1, 4, 16}, {3, 7, 5}, {5, 33, 17}, {8, 64, 32}, {13, 130, 47},
+                               {4, 1000, 40}, {17, 600, 300}};
+  for (const auto& sh : shapes) {
+    for (int worst = 0; worst < 2; ++worst) {
+      const int64_t m = sh[0], k = sh[1], n = sh[2];
+      const int64_t kp = pyquant::gemm_padded_k(k), np = pyquant::gemm_padded_n(n);
+      std::vector<uint8_t> a(m * k + 64);
+      std::vector<int8_t> b(k * n), packed(kp * np + 64, 0);
+      for (auto& v : a) v = worst ? 255 : static_cast<uint8_t>(next_u32());
+      for (auto& v : b) v = worst ? -128 : static_cast<int8_t>(next_u32());
+      std::vector<int32_t> col_sum(np, 0), row_sum(m, 0), za(m), zb(np, 0);
+      std::vector<float> sa(m), sb(np, 0.0f), bias(np, 0.0f);
+      for (int64_t kk = 0; kk < k; ++kk)
+        for (int64_t c = 0; c < n; ++c) {
+          const int8_t v = b[kk * n + c];
+          packed[(c / 16) * kp * 16 + (kk / 4) * 64 + (c % 16) * 4 + kk % 4] = v;
+          col_sum[c] += v;
+        }
+      for (int64_t i = 0; i < m; ++i) {
+        for (int64_t kk = 0; kk < k; ++kk) row_sum[i] += a[i * k + kk];
+        za[i] = static_cast<int32_t>(next_u32() % 256);
+        sa[i] = 0.001f * (1 + next_u32() % 100);
+      }
+      for (int64_t c = 0; c < n; ++c) {
+        zb[c] = static_cast<int32_t>(next_u32() % 256) - 128;
+        sb[c] = 0.001f * (1 + next_u32() % 100);
+        bias[c] = next_float(1.0f);
+      }
+      for (int mode = 0; mode < 2; ++mode) {  // int32 with both zero points; fp32 epilogue
+        pyquant::GemmArgs g;
+        g.a = a.data();
+        g.lda = k;
+        g.b = packed.data();
+        g.K = k;
+        g.Kp = kp;
+        g.ldc = n;
+        g.a_zero_point = za.data();
+        g.col_sum = col_sum.data();
+        if (mode == 0) {
+          g.b_zero_point = zb.data();
+          g.row_sum = row_sum.data();
+        } else {
+          g.a_scale = sa.data();
+          g.b_scale = sb.data();
+          g.bias = bias.data();
+        }
+        std::vector<int32_t> c0(m * n + 64, 7), c1(c0), c2(c0);
+        std::vector<float> f0(m * n + 64, 7.0f), f1(f0), f2(f0);
+        auto run = [&](pyquant::GemmU8S8Fn fn, std::vector<int32_t>& ci, std::vector<float>& cf) {
+          pyquant::GemmArgs gg = g;
+          if (mode == 0) gg.c_i32 = ci.data(); else gg.c_f32 = cf.data();
+          fn(gg, 0, m, 0, n);
+        };
+        run(pyquant::ref::qu8qs8_gemm, c0, f0);
+        run(pyquant::avx512::qu8qs8_gemm, c1, f1);
+        run(pyquant::avx512vnni::qu8qs8_gemm, c2, f2);
+        if (mode == 0) {
+          check(c0 == c1, "qu8qs8_gemm__avx512 int32", m * k * n);
+          check(c0 == c2, "qu8qs8_gemm__avx512vnni int32", m * k * n);
+        } else {
+          bool close1 = true, close2 = true;
+          for (size_t i = 0; i < f0.size(); ++i) {
+            const float tol = 1e-5f * (1.0f + std::fabs(f0[i]));
+            close1 &= std::fabs(f0[i] - f1[i]) <= tol;
+            close2 &= std::fabs(f0[i] - f2[i]) <= tol;
+          }
+          check(close1, "qu8qs8_gemm__avx512 f32", m * k * n);
+          check(close2, "qu8qs8_gemm__avx512vnni f32", m * k * n);
+        }
+      }
+    }
+  }
+}
+
 }  // namespace
 
 // Families added later register their checks here.
@@ -204,6 +282,7 @@ int main() {
   check_dequantize();
   check_minmax();
   check_sparse();
+  check_gemm();
   std::printf("%d passed, %d failed\n", passed, failed);
   return failed ? 1 : 0;
 }

@@ -32,6 +32,7 @@ inline void raise_status(Status s, const char* what) {
 void bind_quantize(py::module_& m);
 void bind_abs_select(py::module_& m);
 void bind_sparse(py::module_& m);
+void bind_gemm(py::module_& m);
 
 }  // namespace bindings
 }  // namespace pyquant

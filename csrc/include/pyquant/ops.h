@@ -93,3 +93,45 @@ void sparse_q8_accumulate(const SparseMatrix& w, const SparseBlocks& blocks, con
                           const int32_t* zero_point, int64_t m, int32_t* acc);
 
 }  // namespace pyquant
+
+// ---- int8 GEMM (csrc/ops/gemm.cpp); the packed layout and kernel contract are in gemm.h.
+#include "pyquant/gemm.h"
+
+namespace pyquant {
+
+// Packs the K x N matrix B into the PackedB layout (gemm.h): packed has gemm_padded_n(N) *
+// gemm_padded_k(K) bytes, col_sum gemm_padded_n(N) entries. Element (k, n) of b is
+// b[k * ldb + n], or b[n * ldb + k] if `transposed` (a Linear weight [N, K]). A uint8 b is
+// stored shifted by -128 (callers fold the shift into the zero point: zb - 128).
+void gemm_pack_b(const void* b, bool b_unsigned, bool transposed, int64_t K, int64_t N,
+                 int64_t ldb, int8_t* packed, int32_t* col_sum);
+
+// g over an M x N output, split over the thread pool by output tiles (columns first, so each
+// thread reads its own share of the weights; rows when there are too few column panels).
+void gemm_u8s8(const GemmArgs& g, int64_t M, int64_t N);
+// Same with an explicit kernel (e.g. kernels().qu7qs8_gemm when every A value is <= 128).
+void gemm_u8s8(const GemmArgs& g, int64_t M, int64_t N, GemmU8S8Fn fn);
+
+// ONNX MatMulInteger: out[M, N] = sum_k (a - a_zp)(b - b_zp[n]) in int32 (mod 2^32).
+// a is int8 or uint8 [M, K] row-major; B packed by gemm_pack_b; b_zero_point null or N values
+// in b's own domain (the uint8 shift is applied here).
+void int8_matmul(const void* a, bool a_signed, int64_t M, int64_t K, int32_t a_zero_point,
+                 const int8_t* packed, const int32_t* col_sum, bool b_unsigned,
+                 const int32_t* b_zero_point, int64_t N, int32_t* out);
+
+// How quant_linear quantizes its float input.
+// dynamic_per_row7: per-row asymmetric uint8 restricted to 0..127 (7 bits, ONNX-style formula
+// with 127 levels), which lets AVX2 use the faster exact vpmaddubsw kernel.
+enum class ActQuant { dynamic_per_row = 0, dynamic_per_tensor = 1, static_per_tensor = 2,
+                      dynamic_per_row7 = 3 };
+
+// Quantized (grouped) linear layer, one call per forward: quantize x [M, groups * K] to uint8
+// (into a per-thread buffer reused across calls), then per group g the GEMM with the fused
+// epilogue out[:, g*N:(g+1)*N] = dequant(q_x[:, g*K:(g+1)*K] @ W_g^T) + bias_g.
+// Per group: packed (Np * Kp bytes), col_sum, w_scale and bias (Np each, bias may be null).
+Status quant_linear(const float* x, int64_t M, int64_t K, int64_t N, int64_t groups,
+                    ActQuant mode, float static_scale, int32_t static_zero_point,
+                    const int8_t* packed, const int32_t* col_sum, const float* w_scale,
+                    const float* bias, float* out);
+
+}  // namespace pyquant

@@ -61,3 +61,19 @@ static inline float _mm512_reduce_add_ps(simde__m512 a) {
   for (int i = 0; i < 4; ++i) h4[i] = h8[i] + h8[i + 4];
   return (h4[0] + h4[2]) + (h4[1] + h4[3]);
 }
+
+static inline simde__m512i _mm512_cvtepu8_epi16(simde__m256i a) {
+  uint8_t in[32];
+  int16_t out[32];
+  simde_mm256_storeu_si256(in, a);
+  for (int i = 0; i < 32; ++i) out[i] = in[i];
+  return simde_mm512_loadu_si512(out);
+}
+
+#undef _mm512_mask_storeu_epi32
+static inline void _mm512_mask_storeu_epi32(void* p, simde__mmask16 k, simde__m512i a) {
+  int32_t lanes[16];
+  simde_mm512_storeu_si512(lanes, a);
+  for (int i = 0; i < 16; ++i)
+    if ((k >> i) & 1) std::memcpy(static_cast<char*>(p) + 4 * i, &lanes[i], 4);
+}

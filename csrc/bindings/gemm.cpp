@@ -1,0 +1,130 @@
+// Bindings of the int8 GEMM family: pack_b, int8_matmul, quant_linear.
+#include <chrono>
+#include <string>
+
+#include "pyquant/bindings.h"
+#include "pyquant/ops.h"
+
+namespace pyquant {
+namespace bindings {
+namespace {
+
+bool is_u8(const py::array& a, const char* name) {
+  if (a.dtype().is(py::dtype::of<int8_t>())) return false;
+  if (a.dtype().is(py::dtype::of<uint8_t>())) return true;
+  throw py::type_error(std::string(name) + " must be int8 or uint8, got " +
+                       std::string(py::str(a.dtype())));
+}
+
+std::string num(int64_t v) { return std::to_string(v); }
+
+}  // namespace
+
+void bind_gemm(py::module_& m) {
+  m.attr("GEMM_NR") = kGemmNR;
+  m.attr("GEMM_KR") = kGemmKR;
+
+  // For benchmarks that report ops/cycle: the effective clock of this core right now, from a
+  // chain of dependent integer adds (one per cycle on any x86 core since the P6).
+  m.def("measure_clock_ghz", [](int64_t iterations) {
+    py::gil_scoped_release release;
+    uint64_t x = 0;
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int64_t i = 0; i < iterations; ++i)
+      __asm__ volatile("add $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\tadd $1, %0" : "+r"(x));
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    return 4.0 * static_cast<double>(iterations) / s / 1e9;
+  }, py::arg("iterations") = 50000000);
+
+  m.def(
+      "gemm_pack_b",
+      [](py::array b, bool transposed, carray<int8_t> packed, carray<int32_t> col_sum) {
+        const bool u8 = is_u8(b, "b");
+        require_contiguous(b, "b");
+        require(b.ndim() == 2, "b must be 2-d");
+        const int64_t K = transposed ? b.shape(1) : b.shape(0);
+        const int64_t N = transposed ? b.shape(0) : b.shape(1);
+        const int64_t Kp = gemm_padded_k(K), Np = gemm_padded_n(N);
+        require(packed.size() == Kp * Np, "packed must have " + num(Kp * Np) + " elements");
+        require(col_sum.size() == Np, "col_sum must have " + num(Np) + " elements");
+        const void* src = b.data();
+        int8_t* p = packed.mutable_data();
+        int32_t* cs = col_sum.mutable_data();
+        py::gil_scoped_release release;
+        gemm_pack_b(src, u8, transposed, K, N, transposed ? K : N, p, cs);
+      },
+      py::arg("b").noconvert(), py::arg("transposed"), py::arg("packed").noconvert(),
+      py::arg("col_sum").noconvert());
+
+  m.def(
+      "int8_matmul",
+      [](py::array a, int32_t a_zero_point, const carray<int8_t>& packed,
+         const carray<int32_t>& col_sum, int64_t K, int64_t N, bool b_unsigned,
+         py::object b_zero_point, carray<int32_t> out) {
+        const bool a_u8 = is_u8(a, "a");
+        require_contiguous(a, "a");
+        require(a.ndim() == 2 && a.shape(1) == K, "a must be [M, K]");
+        const int64_t M = a.shape(0);
+        const int64_t Np = gemm_padded_n(N), Kp = gemm_padded_k(K);
+        require(packed.size() == Kp * Np && col_sum.size() == Np, "packed b does not match K, N");
+        require(out.size() == M * N, "out must have M * N elements");
+        const int32_t* zb = nullptr;
+        carray<int32_t> zb_arr;
+        if (!b_zero_point.is_none()) {
+          zb_arr = b_zero_point.cast<carray<int32_t>>();
+          require(zb_arr.size() == N, "b_zero_point must have N elements");
+          zb = zb_arr.data();
+        }
+        const void* ap = a.data();
+        int32_t* op = out.mutable_data();
+        py::gil_scoped_release release;
+        int8_matmul(ap, !a_u8, M, K, a_zero_point, packed.data(), col_sum.data(), b_unsigned, zb,
+                    N, op);
+      },
+      py::arg("a").noconvert(), py::arg("a_zero_point"), py::arg("packed").noconvert(),
+      py::arg("col_sum").noconvert(), py::arg("K"), py::arg("N"), py::arg("b_unsigned"),
+      py::arg("b_zero_point").none(true), py::arg("out").noconvert());
+
+  m.def(
+      "quant_linear",
+      [](const carray<float>& x, int64_t M, int64_t K, int64_t N, int64_t groups, int mode,
+         float static_scale, int32_t static_zero_point, const carray<int8_t>& packed,
+         const carray<int32_t>& col_sum, const carray<float>& w_scale, py::object bias,
+         carray<float> out) {
+        require(M >= 0 && K >= 0 && N >= 0 && groups >= 1, "bad sizes");
+        require(x.size() == M * K * groups, "x must have M * K * groups elements, got " +
+                                                num(x.size()));
+        require(out.size() == M * N * groups, "out must have M * N * groups elements");
+        require(mode >= 0 && mode <= 3, "mode must be 0, 1, 2 or 3");
+        const int64_t Np = gemm_padded_n(N), Kp = gemm_padded_k(K);
+        require(packed.size() == groups * Np * Kp, "packed weight does not match K, N, groups");
+        require(col_sum.size() == groups * Np && w_scale.size() == groups * Np,
+                "col_sum and w_scale need groups * Np elements");
+        const float* bp = nullptr;
+        carray<float> bias_arr;
+        if (!bias.is_none()) {
+          bias_arr = bias.cast<carray<float>>();
+          require(bias_arr.size() == groups * Np, "bias needs groups * Np elements");
+          bp = bias_arr.data();
+        }
+        if (mode == 2)
+          require(static_scale > 0 && static_zero_point >= 0 && static_zero_point <= 255,
+                  "static scale must be > 0 and zero point in [0, 255]");
+        float* op = out.mutable_data();
+        Status st;
+        {
+          py::gil_scoped_release release;
+          st = quant_linear(x.data(), M, K, N, groups, static_cast<ActQuant>(mode), static_scale,
+                            static_zero_point, packed.data(), col_sum.data(), w_scale.data(), bp,
+                            op);
+        }
+        raise_status(st, "input");
+      },
+      py::arg("x").noconvert(), py::arg("M"), py::arg("K"), py::arg("N"), py::arg("groups"),
+      py::arg("mode"), py::arg("static_scale"), py::arg("static_zero_point"),
+      py::arg("packed").noconvert(), py::arg("col_sum").noconvert(),
+      py::arg("w_scale").noconvert(), py::arg("bias").none(true), py::arg("out").noconvert());
+}
+
+}  // namespace bindings
+}  // namespace pyquant

@@ -1,0 +1,173 @@
+"""QuantLinear / QuantConv2d: exact against the pure-torch reference of the same scheme, close
+to the float layers, and ordinary nn.Modules (state_dict, deepcopy, inference_mode, repr)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import pyquant
+from pyquant import reference
+from pyquant.nn import QuantConv2d, QuantLinear
+
+
+def _linear(k, n, bias=True, seed=0):
+    torch.manual_seed(seed)
+    return nn.Linear(k, n, bias=bias)
+
+
+def _ref(q: QuantLinear, x, act=None):
+    act = act or q.act
+    kw = {}
+    if act == "static":
+        kw = dict(static_scale=float(q.input_scale), static_zero_point=int(q.input_zero_point))
+    return reference.quant_linear(x, q.weight_int8(), q.weight_scales(), q.bias_values(), act=act, **kw)
+
+
+@pytest.mark.parametrize("shape", [(1, 70), (3, 70), (2, 5, 70), (0, 70), (4, 1, 2, 70)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_matches_reference_exactly(isa, shape, bias):
+    lin = _linear(70, 33, bias)
+    q = QuantLinear.from_float(lin)
+    x = torch.randn(shape) * 2
+    y = q(x)
+    assert y.shape == (*shape[:-1], 33)
+    assert torch.equal(y, _ref(q, x))
+
+
+@pytest.mark.parametrize("m", [1, 4, 16, 130])
+def test_close_to_float_linear(isa, threads, m):
+    lin = _linear(768, 300)
+    q = QuantLinear.from_float(lin)
+    x = torch.randn(m, 768)
+    with torch.no_grad():
+        want = lin(x)
+    got = q(x)
+    assert torch.equal(got, _ref(q, x))
+    # int8 per-channel weights + per-row uint8 activations: relative error ~1%.
+    rel = (got - want).norm() / want.norm()
+    assert rel < 0.02, rel
+
+
+def test_auto_act_is_8bit_with_vnni_and_7bit_without():
+    q = QuantLinear.from_float(_linear(16, 8))
+    assert q.act == ("per_row" if "avx512vnni" in pyquant.supported_isas() else "per_row7")
+    q8 = QuantLinear.from_float(_linear(16, 8), pyquant.Int8DynamicConfig(act="per_row"))
+    assert q8.act == "per_row"
+
+
+@pytest.mark.parametrize("shape", [(1, 70), (5, 70), (2, 9, 70), (0, 70)])
+def test_per_row7_matches_reference(isa, shape):
+    lin = _linear(70, 40)
+    q = QuantLinear.from_float(lin, pyquant.Int8DynamicConfig(act="per_row7"))
+    x = torch.randn(shape) * 3
+    assert torch.equal(q(x), _ref(q, x, "per_row7"))
+    with torch.no_grad():
+        want = lin(x)
+    if want.numel():
+        assert (q(x) - want).norm() / want.norm() < 0.03
+
+
+def test_per_tensor_and_static(isa):
+    lin = _linear(64, 48)
+    x = torch.randn(9, 64)
+    qt = QuantLinear.from_float(lin, pyquant.Int8DynamicConfig(act="per_tensor"))
+    assert torch.equal(qt(x), _ref(qt, x, "per_tensor"))
+    calib = [torch.randn(9, 64) for _ in range(4)]
+    model = nn.Sequential(lin)
+    qs = pyquant.quantize_(copy.deepcopy(model), pyquant.Int8StaticConfig(calibration_loader=calib))[0]
+    assert qs.act == "static" and "static" in repr(qs)
+    assert torch.equal(qs(x), _ref(qs, x, "static"))
+    with torch.no_grad():
+        want = lin(x)
+    assert (qs(x) - want).norm() / want.norm() < 0.05
+
+
+def test_state_dict_roundtrip_deepcopy_inference_mode():
+    lin = _linear(50, 20)
+    q = QuantLinear.from_float(lin)
+    x = torch.randn(3, 50)
+    y = q(x)
+    sd = q.state_dict()
+    assert set(sd) == {"weight_packed", "weight_scale", "bias"}
+    fresh = QuantLinear(50, 20)
+    fresh.load_state_dict(sd)
+    assert torch.equal(fresh(x), y)  # column sums rebuilt on load
+    assert torch.equal(copy.deepcopy(q)(x), y)
+    with torch.inference_mode():
+        assert torch.equal(q(x), y)
+    with torch.no_grad():
+        assert torch.equal(q(x), y)
+    r = repr(q)
+    assert "int8 per-channel" in r and "per_row" in r and "in_features=50" in r
+
+
+def test_non_contiguous_and_double_input():
+    q = QuantLinear.from_float(_linear(16, 8))
+    x = torch.randn(16, 6).t()
+    assert torch.equal(q(x), q(x.contiguous()))
+    assert torch.equal(q(x.double()), q(x))
+
+
+def test_errors():
+    with pytest.raises(TypeError):
+        QuantLinear.from_float(nn.Conv2d(2, 2, 1))
+    q = QuantLinear.from_float(_linear(16, 8))
+    with pytest.raises(ValueError, match="features"):
+        q(torch.randn(2, 15))
+    with pytest.raises(ValueError, match="NaN"):
+        q(torch.full((2, 16), float("nan")))
+    bad = _linear(4, 4)
+    with torch.no_grad():
+        bad.weight[0, 0] = float("inf")
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        QuantLinear.from_float(bad)
+
+
+def _conv_reference(qc: QuantConv2d, x):
+    """Same scheme in plain torch: im2col, per-row uint8 over the whole row, per-group GEMM."""
+    cols = torch.nn.functional.unfold(x, qc.kernel_size, dilation=qc.dilation, padding=qc.padding,
+                                      stride=qc.stride)
+    b = x.shape[0]
+    x2 = cols.transpose(1, 2).reshape(-1, cols.shape[1])
+    q, sa, za = reference.dynamic_quantize(x2, dtype=torch.uint8, axis=0)
+    w, ws, bias = qc.weight_int8(), qc.weight_scales(), qc.bias_values()
+    g, kg, ng = qc.groups, x2.shape[1] // qc.groups, qc.out_channels // qc.groups
+    outs = []
+    for gi in range(g):
+        qa = q[:, gi * kg:(gi + 1) * kg].to(torch.int64)
+        wg = w[gi * ng:(gi + 1) * ng].to(torch.int64)
+        acc = qa @ wg.t() - za.to(torch.int64).reshape(-1, 1) * wg.sum(1).reshape(1, -1)
+        s = sa.reshape(-1, 1) * ws[gi * ng:(gi + 1) * ng].reshape(1, -1)
+        y = acc.to(torch.int32).to(torch.float32) * s
+        if bias is not None:
+            y = y + bias[gi * ng:(gi + 1) * ng]
+        outs.append(y)
+    y = torch.cat(outs, dim=1)
+    ho = (x.shape[2] + 2 * qc.padding[0] - qc.dilation[0] * (qc.kernel_size[0] - 1) - 1) // qc.stride[0] + 1
+    return y.reshape(b, ho, -1, qc.out_channels).permute(0, 3, 1, 2)
+
+
+@pytest.mark.parametrize("cfg", [
+    dict(in_channels=3, out_channels=8, kernel_size=3),
+    dict(in_channels=6, out_channels=9, kernel_size=3, stride=2, padding=1, groups=3),
+    dict(in_channels=4, out_channels=4, kernel_size=(3, 1), padding=(2, 0), dilation=2, groups=4),
+    dict(in_channels=5, out_channels=7, kernel_size=1, bias=False),
+])
+def test_conv2d(isa, cfg):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(**cfg)
+    qc = QuantConv2d.from_float(conv)
+    x = torch.randn(2, cfg["in_channels"], 11, 10)
+    with torch.no_grad():
+        want = conv(x)
+    got = qc(x)
+    assert got.shape == want.shape
+    assert torch.equal(got, _conv_reference(qc, x))
+    assert (got - want).norm() / want.norm() < 0.03
+    fresh = QuantConv2d(**cfg)
+    fresh.load_state_dict(qc.state_dict())
+    assert torch.equal(fresh(x), got)
