@@ -48,6 +48,7 @@ class _QuantGemmBase(nn.Module):
     """Shared storage and the native call of QuantLinear and QuantConv2d."""
 
     def _init_storage(self, k: int, n: int, groups: int, has_bias: bool, act: str) -> None:
+        act = resolve_act(act)
         if act not in _ACT_MODES:
             raise ValueError(f"act must be one of {sorted(_ACT_MODES)}, got {act!r}")
         self._k, self._n, self._groups, self.act = k, n, groups, act
@@ -144,7 +145,7 @@ class QuantLinear(_QuantGemmBase):
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *,
-                 act: str = "per_row") -> None:
+                 act: str = "auto") -> None:
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
         self._init_storage(in_features, out_features, 1, bias, act)
@@ -206,7 +207,7 @@ class QuantConv2d(_QuantGemmBase):
     (one scale for each im2col row) by default."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
-                 dilation=1, groups: int = 1, bias: bool = True, *, act: str = "per_row") -> None:
+                 dilation=1, groups: int = 1, bias: bool = True, *, act: str = "auto") -> None:
         super().__init__()
         pair = nn.modules.utils._pair
         self.in_channels, self.out_channels = in_channels, out_channels
