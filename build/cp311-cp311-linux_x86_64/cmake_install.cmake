@@ -1,8 +1,8 @@
-# Install script for directory: /work/main
+# Install script for directory: /work/wt-e2e
 
 # Set the install prefix
 if(NOT DEFINED CMAKE_INSTALL_PREFIX)
-  set(CMAKE_INSTALL_PREFIX "/tmp/tmpg8pmzjvm/wheel/platlib")
+  set(CMAKE_INSTALL_PREFIX "/tmp/tmpmzpxbhmq/wheel/platlib")
 endif()
 string(REGEX REPLACE "/$" "" CMAKE_INSTALL_PREFIX "${CMAKE_INSTALL_PREFIX}")
 
@@ -49,7 +49,7 @@ if(CMAKE_INSTALL_COMPONENT STREQUAL "Unspecified" OR NOT CMAKE_INSTALL_COMPONENT
          FILE "$ENV{DESTDIR}${CMAKE_INSTALL_PREFIX}/pyquant/_C.cpython-311-x86_64-linux-gnu.so"
          RPATH "")
   endif()
-  file(INSTALL DESTINATION "${CMAKE_INSTALL_PREFIX}/pyquant" TYPE MODULE FILES "/work/main/build/cp311-cp311-linux_x86_64/_C.cpython-311-x86_64-linux-gnu.so")
+  file(INSTALL DESTINATION "${CMAKE_INSTALL_PREFIX}/pyquant" TYPE MODULE FILES "/work/wt-e2e/build/cp311-cp311-linux_x86_64/_C.cpython-311-x86_64-linux-gnu.so")
   if(EXISTS "$ENV{DESTDIR}${CMAKE_INSTALL_PREFIX}/pyquant/_C.cpython-311-x86_64-linux-gnu.so" AND
      NOT IS_SYMLINK "$ENV{DESTDIR}${CMAKE_INSTALL_PREFIX}/pyquant/_C.cpython-311-x86_64-linux-gnu.so")
     if(CMAKE_INSTALL_DO_STRIP)
@@ -61,7 +61,7 @@ endif()
 string(REPLACE ";" "\n" CMAKE_INSTALL_MANIFEST_CONTENT
        "${CMAKE_INSTALL_MANIFEST_FILES}")
 if(CMAKE_INSTALL_LOCAL_ONLY)
-  file(WRITE "/work/main/build/cp311-cp311-linux_x86_64/install_local_manifest.txt"
+  file(WRITE "/work/wt-e2e/build/cp311-cp311-linux_x86_64/install_local_manifest.txt"
      "${CMAKE_INSTALL_MANIFEST_CONTENT}")
 endif()
 if(CMAKE_INSTALL_COMPONENT)
@@ -77,6 +77,6 @@ else()
 endif()
 
 if(NOT CMAKE_INSTALL_LOCAL_ONLY)
-  file(WRITE "/work/main/build/cp311-cp311-linux_x86_64/${CMAKE_INSTALL_MANIFEST}"
+  file(WRITE "/work/wt-e2e/build/cp311-cp311-linux_x86_64/${CMAKE_INSTALL_MANIFEST}"
      "${CMAKE_INSTALL_MANIFEST_CONTENT}")
 endif()
