@@ -26,7 +26,6 @@ tensor bytes, which a plain safetensors header cannot checksum about itself. Wit
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import hashlib
 import importlib
@@ -211,11 +210,12 @@ _register_torch_layers()
 
 
 def _module_spec(module: nn.Module, path: str) -> Dict[str, Any]:
-    codec = _BY_CLASS.get(type(module))
+    cls = _plain_class(module)
+    codec = _BY_CLASS.get(cls)
     if codec is None:
         # Unregistered (a user's own model class): recorded by name, rebuilt only through a
         # template passed as load(..., model=...).
-        spec: Dict[str, Any] = {"type": f"{type(module).__module__}.{type(module).__qualname__}",
+        spec: Dict[str, Any] = {"type": f"{cls.__module__}.{cls.__qualname__}",
                                 "registered": False}
     else:
         config = codec.get_config(module)
@@ -226,28 +226,45 @@ def _module_spec(module: nn.Module, path: str) -> Dict[str, Any]:
                             f"JSON-serialisable: {err}") from None
         spec = {"type": codec.name, "registered": True, "config": config}
     spec["children"] = {name: _module_spec(child, f"{path}.{name}" if path else name)
-                        for name, child in module.named_children()}
+                        for name, child in module.named_children()
+                        if not (name == "parametrizations" and _is_parametrized(module))}
     return spec
 
 
-def _without_parametrizations(model: nn.Module) -> nn.Module:
-    """Return ``model`` itself, or a copy whose parametrizations (pruning masks) are baked in."""
+def _is_parametrized(module: nn.Module) -> bool:
     import torch.nn.utils.parametrize as P
 
-    if not any(P.is_parametrized(m) for m in model.modules()):
-        return model
-    model = copy.deepcopy(model)
-    for m in model.modules():
-        if P.is_parametrized(m):
-            for name in list(m.parametrizations.keys()):
-                P.remove_parametrizations(m, name, leave_parametrized=True)
-    return model
+    return P.is_parametrized(module)
+
+
+def _plain_class(module: nn.Module) -> type:
+    # torch's parametrize swaps in a generated subclass "Parametrized<Cls>"; files record <Cls>
+    return type(module).__bases__[0] if _is_parametrized(module) else type(module)
+
+
+def _effective_state(model: nn.Module) -> Dict[str, torch.Tensor]:
+    """``state_dict`` with pruning parametrizations baked in: for a parametrized ``weight`` the
+    masked value is stored as ``weight`` and the original/mask bookkeeping is dropped. Done on
+    the state, not on a deepcopy: removing a parametrization from a copy would delete the
+    property from the generated class it shares with the caller's model."""
+    state = model.state_dict()
+    for mname, m in model.named_modules():
+        if not _is_parametrized(m):
+            continue
+        prefix = f"{mname}." if mname else ""
+        for n in m.parametrizations.keys():
+            drop = f"{prefix}parametrizations.{n}."
+            for k in [k for k in state if k.startswith(drop)]:
+                del state[k]
+            with torch.no_grad():
+                state[prefix + n] = getattr(m, n).detach()
+    return state
 
 
 def _state_tensors(model: nn.Module) -> Dict[str, torch.Tensor]:
     state = {}
     seen = set()
-    for k, v in model.state_dict().items():
+    for k, v in _effective_state(model).items():
         if not isinstance(v, torch.Tensor):
             raise TypeError(f"state_dict entry {k!r} is a {type(v).__name__}, not a tensor")
         if v.is_sparse or v.layout != torch.strided:
@@ -298,7 +315,6 @@ def save(model: nn.Module, path: "os.PathLike[str] | str", *, compression: Optio
     if compression not in _COMPRESSIONS:
         raise ValueError(f"compression must be 'zstd' or None, got {compression!r}")
     compression = None if compression == "none" else compression
-    model = _without_parametrizations(model)
     state = _state_tensors(model)
     raw = st_save(state)
     payload = raw
@@ -448,8 +464,9 @@ def _build(spec: Dict[str, Any], state: Mapping[str, torch.Tensor], prefix: str,
 
 
 def _type_name(module: nn.Module) -> str:
-    codec = _BY_CLASS.get(type(module))
-    return codec.name if codec else f"{type(module).__module__}.{type(module).__qualname__}"
+    cls = _plain_class(module)
+    codec = _BY_CLASS.get(cls)
+    return codec.name if codec else f"{cls.__module__}.{cls.__qualname__}"
 
 
 def load(path: "os.PathLike[str] | str", model: Optional[nn.Module] = None, *,
