@@ -20,6 +20,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         cfg = DemoConfig.quick(args.out)
     else:
         cfg = DemoConfig(out_dir=args.out)
+    if args.image_size is not None:
+        cfg.image_size = args.image_size
     if args.epochs is not None:
         cfg.epochs = cfg.student_epochs = args.epochs
     if args.no_sweep:
@@ -157,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="pyquant-demo", help="output directory (default: %(default)s)")
     d.add_argument("--quick", action="store_true", help="tiny smoke-test run (seconds)")
     d.add_argument("--epochs", type=int, default=None, help="override training epochs")
+    d.add_argument("--image-size", type=int, default=None,
+                   help="upsample the 8x8 digits to this size (default 16; 28 gives the seed "
+                        "document's 64*7*7 feature map, about 3x slower)")
     d.add_argument("--no-sweep", action="store_true", help="skip the sparsity sweep")
     d.add_argument("--no-progress", action="store_true", help="no progress bars")
     d.set_defaults(func=_cmd_demo)

@@ -143,7 +143,7 @@ class DemoConfig:
     """
 
     out_dir: str = "pyquant-demo"
-    image_size: int = 28
+    image_size: int = 16
     epochs: int = 8
     prune_amount: float = 0.9
     prune_steps: int = 3
