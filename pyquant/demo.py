@@ -105,6 +105,32 @@ def load_digits_data(image_size: int = 28, test_size: float = 0.25, seed: int = 
             torch.utils.data.TensorDataset(x[idx_te], y[idx_te]))
 
 
+class ShiftAugment(torch.utils.data.Dataset):
+    """Random translations by up to ``pad`` pixels (zero fill), drawn from torch's global RNG
+    (seeded by ``seed_everything``). Used for every training run alike: the teacher, the
+    students with and without distillation, the fine-tunes.
+
+    Args:
+        dataset: a TensorDataset of ``([N, C, H, W], [N])``.
+        pad: maximum shift in pixels.
+    """
+
+    def __init__(self, dataset: torch.utils.data.TensorDataset, pad: int = 2):
+        self.x, self.y = dataset.tensors
+        self.pad = pad
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i: int):
+        if self.pad == 0:
+            return self.x[i], self.y[i]
+        h, w = self.x.shape[-2:]
+        x = F.pad(self.x[i], (self.pad,) * 4)
+        dx, dy = torch.randint(0, 2 * self.pad + 1, (2,)).tolist()
+        return x[:, dy:dy + h, dx:dx + w], self.y[i]
+
+
 def evaluate(model: nn.Module, dataset: torch.utils.data.TensorDataset,
              batch_size: int = 256) -> float:
     """Top-1 accuracy of ``model`` on ``dataset``, in [0, 1]."""
@@ -135,7 +161,9 @@ class DemoConfig:
         sweep_sparsities: sweep grid; empty to skip the sweep.
         sweep_finetune_epochs: fine-tuning epochs per sweep point.
         batch_size: training batch size.
-        lr: Adam learning rate.
+        lr: Adam learning rate (teacher; half of it for fine-tuning).
+        student_lr: Adam learning rate of the students.
+        augment_shift: random translation (pixels) of training images; 0 disables.
         latency_batch: batch size of the latency measurement.
         repeats: timed runs per model for latency.
         train_subset: use only this many training images (None: all); for quick runs.
@@ -144,20 +172,22 @@ class DemoConfig:
 
     out_dir: str = "pyquant-demo"
     image_size: int = 16
-    epochs: int = 8
+    epochs: int = 20
     prune_amount: float = 0.9
     prune_steps: int = 3
     finetune_epochs: int = 2
-    student_channels: Tuple[int, int] = (8, 16)
-    student_hidden: int = 32
-    student_epochs: int = 8
+    student_channels: Tuple[int, int] = (16, 32)
+    student_hidden: int = 64
+    student_epochs: int = 15
     seeds: Tuple[int, ...] = (0, 1, 2)
-    temperature: float = 4.0
-    alpha: float = 0.7
+    temperature: float = 2.0
+    alpha: float = 0.5
     sweep_sparsities: Tuple[float, ...] = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98)
     sweep_finetune_epochs: int = 1
-    batch_size: int = 64
-    lr: float = 2e-3
+    batch_size: int = 32
+    lr: float = 1e-3
+    student_lr: float = 2e-3
+    augment_shift: int = 2
     latency_batch: int = 1
     repeats: int = 50
     train_subset: Optional[int] = None
@@ -200,7 +230,8 @@ def run_demo(cfg: DemoConfig) -> Dict[str, Any]:
                                                     for t in train_ds.tensors))
     _log(f"data: sklearn digits upsampled to {cfg.image_size}x{cfg.image_size}: "
          f"{len(train_ds)} train / {len(test_ds)} test images")
-    loader = make_loader(train_ds, cfg.batch_size, seed=0)
+    train_aug = ShiftAugment(train_ds, cfg.augment_shift)
+    loader = make_loader(train_aug, cfg.batch_size, seed=0)
     eval_fn = lambda m: evaluate(m, test_ds)  # noqa: E731
     skipped: Dict[str, str] = {}
     models: Dict[str, nn.Module] = {}
@@ -258,12 +289,12 @@ def run_demo(cfg: DemoConfig) -> Dict[str, Any]:
         for kind in ("plain", "distilled"):
             seed_everything(seed)
             st = DigitsCNN(cfg.student_channels, cfg.student_hidden, cfg.image_size)
-            ld = make_loader(train_ds, cfg.batch_size, seed=seed)
+            ld = make_loader(train_aug, cfg.batch_size, seed=seed)
             if kind == "plain":
-                train(st, ld, epochs=cfg.student_epochs, lr=cfg.lr, seed=seed,
+                train(st, ld, epochs=cfg.student_epochs, lr=cfg.student_lr, seed=seed,
                       progress=cfg.progress, desc=f"student seed {seed}")
             else:
-                distill(fp32, st, ld, epochs=cfg.student_epochs, lr=cfg.lr, seed=seed,
+                distill(fp32, st, ld, epochs=cfg.student_epochs, lr=cfg.student_lr, seed=seed,
                         temperature=cfg.temperature, alpha=cfg.alpha, progress=cfg.progress)
             students[kind].append(eval_fn(st))
             student_models.setdefault(kind, st)
