@@ -47,12 +47,13 @@ def _require(module: str, attr: str, what: str) -> Callable:
 def _prune_to(model: nn.Module, sparsity: float, recipe: PruneRecipe) -> Any:
     """Prune ``model`` in place so that a fraction ``sparsity`` of its prunable weights is zero.
 
-    INTEGRATION (issue 3): ``pyquant.prune.magnitude_prune_(model, amount, scope=...)`` with
-    masks kept as parametrizations (so fine-tuning keeps pruned weights at zero). Assumes
-    ``amount`` is the target fraction of all prunable weights (cumulative, masks of earlier calls
-    kept), as the cubic schedule hands out increasing targets.
+    INTEGRATION (issue 3): ``pyquant.prune.magnitude_masks_(model, amount, scope=...)``: the
+    masked variant (masks stay applied as parametrizations, so fine-tuning keeps pruned
+    weights at zero; ``magnitude_prune_`` overwrites weights without masks). ``amount`` is the
+    fraction of all selected weights, cumulative: earlier zeros are the smallest, so each
+    larger target of the cubic schedule keeps them.
     """
-    prune = _require("pyquant.prune", "magnitude_prune_", "magnitude pruning, issue 3")
+    prune = _require("pyquant.prune", "magnitude_masks_", "magnitude pruning, issue 3")
     return prune(model, sparsity, scope=recipe.scope)
 
 
@@ -66,8 +67,9 @@ def _quantize(model: nn.Module, recipe: QuantizeRecipe,
     """Swap Linear/Conv2d layers for int8 ``QuantLinear``/``QuantConv2d``, in place.
 
     INTEGRATION (issue 4): ``pyquant.quantize_(model, config)``; the default config (None) is
-    dynamic per-row activations with per-channel int8 weights. For ``mode="static"`` the
-    config class ``pyquant.StaticQuantConfig(calibration=...)`` is assumed: rename here.
+    dynamic per-row activations with per-channel int8 weights; ``mode="static"`` uses
+    ``pyquant.Int8StaticConfig(calibration_loader=[inputs...])``. Layers already swapped for
+    sparse ones are no longer ``nn.Linear`` and are left alone.
     """
     quantize_ = _require("pyquant", "quantize_", "int8 layers, issue 4")
     if recipe.mode == "dynamic":
@@ -75,19 +77,19 @@ def _quantize(model: nn.Module, recipe: QuantizeRecipe,
     if calibration is None:
         raise ValueError("static quantization needs train_loader (for calibration)")
     batches = [x for x, _ in _take(calibration, recipe.calibration_batches)]
-    config_cls = _require("pyquant", "StaticQuantConfig", "static int8 config, issue 4")
-    return quantize_(model, config_cls(calibration=batches)) or model
+    config_cls = _require("pyquant", "Int8StaticConfig", "static int8 config, issue 4")
+    return quantize_(model, config_cls(calibration_loader=batches)) or model
 
 
-def _sparsify(model: nn.Module, recipe: SparseRecipe) -> nn.Module:
+def _sparsify(model: nn.Module, recipe: SparseRecipe, quantize: bool) -> nn.Module:
     """Swap pruned Linear layers for sparse-kernel layers where faster, in place.
 
-    INTEGRATION (issue 5): ``pyquant.sparsify_(model, min_sparsity=...)``. Runs before
-    ``_quantize``: swapped layers are no longer ``nn.Linear`` and are left alone by
-    ``quantize_``; whether they are int8 is the sparse API's choice.
+    INTEGRATION (issue 5): ``pyquant.sparsify_(model, min_sparsity=..., quantize=...)``
+    (``quantize=True`` gives sparse + int8 layers). Runs before ``_quantize``, which then
+    converts the layers left dense.
     """
     sparsify_ = _require("pyquant", "sparsify_", "sparse layers, issue 5")
-    return sparsify_(model, min_sparsity=recipe.min_sparsity) or model
+    return sparsify_(model, min_sparsity=recipe.min_sparsity, quantize=quantize) or model
 
 
 # ----------------------------------------------------------------------------- pipeline
@@ -208,7 +210,7 @@ def compress(model: nn.Module, recipe: Recipe, *, train_loader: Optional[Iterabl
         else:
             _bake_parametrizations(model)
     if s.enabled:
-        _sparsify(model, s)
+        _sparsify(model, s, quantize=q.enabled)
         rep.add("sparse layers", model, eval_fn=eval_fn, compression=comp)
     if q.enabled:
         _quantize(model, q, train_loader)

@@ -350,6 +350,10 @@ def save(model: nn.Module, path: "os.PathLike[str] | str", *, compression: Optio
             f.write(payload)
             f.flush()
             os.fsync(f.fileno())
+        # mkstemp creates 0600; give the file the permissions a plain open() would
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         try:
