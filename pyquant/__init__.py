@@ -21,6 +21,16 @@ __all__ = ["cpu_info", "get_num_threads", "ops", "reference", "set_isa", "set_nu
            "sparsify_"]
 __version__ = "0.1.0"
 
+# end-to-end compression (issue 6): model files, distillation, report, recipes, pipeline
+from pyquant import distill
+from pyquant.compress import MissingComponentError, compress
+from pyquant.io import load, save
+from pyquant.recipe import DistillRecipe, PruneRecipe, QuantizeRecipe, Recipe, SparseRecipe
+from pyquant.report import Report, report, sweep
+
+__all__ += ["DistillRecipe", "MissingComponentError", "PruneRecipe", "QuantizeRecipe", "Recipe",
+            "Report", "SparseRecipe", "compress", "distill", "load", "report", "save", "sweep"]
+
 if "PYQUANT_ISA" in _os.environ:
     try:
         set_isa(_os.environ["PYQUANT_ISA"])
