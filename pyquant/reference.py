@@ -134,6 +134,9 @@ def sparse_linear_q8(x: torch.Tensor, weight_q: torch.Tensor, w_scale: torch.Ten
     y = acc.to(torch.float32) * (xs.to(torch.float32)[:, None] * w_scale[None, :])
     if bias is not None:
         y = y + bias
+    return y.reshape(*x.shape[:-1], weight_q.shape[0])
+
+
 def int8_matmul(a: torch.Tensor, b: torch.Tensor, a_zero_point=0, b_zero_point=0) -> torch.Tensor:
     """ONNX MatMulInteger in int64, then checked to fit and cast to int32."""
     za = torch.as_tensor(a_zero_point, dtype=torch.int64)
@@ -147,17 +150,9 @@ def int8_matmul(a: torch.Tensor, b: torch.Tensor, a_zero_point=0, b_zero_point=0
     return out.to(torch.int32)
 
 
-def quant_linear(x: torch.Tensor, weight_q: torch.Tensor, weight_scale: torch.Tensor,
-                 bias: Optional[torch.Tensor] = None, *, act: str = "per_row",
-                 static_scale: float = 1.0, static_zero_point: int = 0) -> torch.Tensor:
-    """What pyquant.nn.QuantLinear computes, in plain torch, with the same float operations.
-
-    Activations are quantized to uint8 (dynamic per row / per tensor as ONNX
-    DynamicQuantizeLinear, or static per tensor), multiplied exactly in integers with the int8
-    weight ``[N, K]``, then ``float(acc - za * colsum) * (a_scale * w_scale) + bias``.
-    """
-    k = x.shape[-1]
-    x2 = x.reshape(-1, k).to(torch.float32)
+def quantize_activations(x2: torch.Tensor, act: str = "per_row", static_scale: float = 1.0,
+                         static_zero_point: int = 0):
+    """The uint8 activation rows of QuantLinear / QuantConv2d: (q, scale [M], zero_point [M])."""
     if act == "per_row":
         q, sa, za = dynamic_quantize(x2, dtype=torch.uint8, axis=0)
     elif act == "per_row7":  # 127 levels, values clamped to <= 128 (the 7-bit kernel's range)
@@ -176,6 +171,21 @@ def quant_linear(x: torch.Tensor, weight_q: torch.Tensor, weight_scale: torch.Te
         sa = torch.full((x2.shape[0],), float(static_scale))
         za = torch.full((x2.shape[0],), int(static_zero_point), dtype=torch.int32)
         q = quantize(x2, static_scale, static_zero_point, dtype=torch.uint8)
+    return q, sa, za
+
+
+def quant_linear(x: torch.Tensor, weight_q: torch.Tensor, weight_scale: torch.Tensor,
+                 bias: Optional[torch.Tensor] = None, *, act: str = "per_row",
+                 static_scale: float = 1.0, static_zero_point: int = 0) -> torch.Tensor:
+    """What pyquant.nn.QuantLinear computes, in plain torch, with the same float operations.
+
+    Activations are quantized to uint8 (dynamic per row / per tensor as ONNX
+    DynamicQuantizeLinear, or static per tensor), multiplied exactly in integers with the int8
+    weight ``[N, K]``, then ``float(acc - za * colsum) * (a_scale * w_scale) + bias``.
+    """
+    k = x.shape[-1]
+    x2 = x.reshape(-1, k).to(torch.float32)
+    q, sa, za = quantize_activations(x2, act, static_scale, static_zero_point)
     acc = torch.matmul(q.to(torch.float64), weight_q.to(torch.float64).t()).to(torch.int64)
     colsum = weight_q.to(torch.int64).sum(dim=1)
     v = (acc - za.to(torch.int64).reshape(-1, 1) * colsum.reshape(1, -1)).to(torch.int32)

@@ -128,12 +128,12 @@ def test_errors():
 
 
 def _conv_reference(qc: QuantConv2d, x):
-    """Same scheme in plain torch: im2col, per-row uint8 over the whole row, per-group GEMM."""
+    """Same scheme in plain torch: im2col, uint8 rows over the whole row, per-group GEMM."""
     cols = torch.nn.functional.unfold(x, qc.kernel_size, dilation=qc.dilation, padding=qc.padding,
                                       stride=qc.stride)
     b = x.shape[0]
     x2 = cols.transpose(1, 2).reshape(-1, cols.shape[1])
-    q, sa, za = reference.dynamic_quantize(x2, dtype=torch.uint8, axis=0)
+    q, sa, za = reference.quantize_activations(x2, qc.act)
     w, ws, bias = qc.weight_int8(), qc.weight_scales(), qc.bias_values()
     g, kg, ng = qc.groups, x2.shape[1] // qc.groups, qc.out_channels // qc.groups
     outs = []
@@ -157,10 +157,11 @@ def _conv_reference(qc: QuantConv2d, x):
     dict(in_channels=4, out_channels=4, kernel_size=(3, 1), padding=(2, 0), dilation=2, groups=4),
     dict(in_channels=5, out_channels=7, kernel_size=1, bias=False),
 ])
-def test_conv2d(isa, cfg):
+@pytest.mark.parametrize("act", ["per_row", "per_row7"])
+def test_conv2d(isa, cfg, act):
     torch.manual_seed(0)
     conv = nn.Conv2d(**cfg)
-    qc = QuantConv2d.from_float(conv)
+    qc = QuantConv2d.from_float(conv, pyquant.Int8DynamicConfig(act=act))
     x = torch.randn(2, cfg["in_channels"], 11, 10)
     with torch.no_grad():
         want = conv(x)
@@ -168,6 +169,6 @@ def test_conv2d(isa, cfg):
     assert got.shape == want.shape
     assert torch.equal(got, _conv_reference(qc, x))
     assert (got - want).norm() / want.norm() < 0.03
-    fresh = QuantConv2d(**cfg)
+    fresh = QuantConv2d(**cfg, act=act)
     fresh.load_state_dict(qc.state_dict())
     assert torch.equal(fresh(x), got)
