@@ -381,3 +381,19 @@ def test_failed_call_does_not_modify_input():
     with pytest.raises(ValueError):
         ops.quantize(x, 0.1)
     assert torch.equal(x.isnan(), before.isnan()) and torch.equal(x.nan_to_num(), before.nan_to_num())
+
+
+@pytest.mark.parametrize("scale", [0.1, 0.3, 1 / 3, 7e-3, 1e-5, 0.017300001, 3e-39, 1e38, 2.5e37])
+def test_values_next_to_rounding_ties_match_true_division(isa, scale):
+    # The per-tensor kernels multiply by 1/scale and fall back to the true division near a tie;
+    # values at and one ulp either side of (k + 0.5) * scale probe exactly that boundary,
+    # including scales whose reciprocal is not a normal float.
+    s = torch.tensor(scale, dtype=torch.float32)
+    k = torch.arange(-140, 140, dtype=torch.float32)
+    ties = (k + 0.5) * s
+    x = torch.cat([ties, torch.nextafter(ties, torch.tensor(float("inf"))),
+                   torch.nextafter(ties, torch.tensor(float("-inf"))), k * s,
+                   torch.randn(4099) * 200 * s]).contiguous()
+    for dtype, zp in ((torch.int8, 0), (torch.int8, -7), (torch.uint8, 128)):
+        assert torch.equal(ops.quantize(x, s, zp, dtype=dtype),
+                           reference.quantize(x, s, zp, dtype=dtype))

@@ -14,6 +14,44 @@ struct Params {
   bool is_signed;
 };
 
+// x / scale rounded half to even, as int32: one division, one rounding, one clamp and a
+// conversion per 8 lanes. Only +2^30 is clamped: +Inf / huge values would convert to INT_MIN.
+// -Inf, huge negatives and NaN convert to INT_MIN, which the saturating packs below turn into
+// the dtype's minimum (NaN is also flagged). min(big, v) returns v when v is NaN.
+static inline __m256i round8(__m256 x, __m256 scale) {
+  __m256 v = _mm256_div_ps(x, scale);
+  v = _mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  return _mm256_cvtps_epi32(_mm256_min_ps(_mm256_set1_ps(0x1p30f), v));
+}
+
+// 4 x 8 rounded quotients -> 32 bytes in order: saturate to int16, add the zero point with
+// int16 saturation, saturate to int8 / uint8. Equal to saturate(q + zero_point) for every q:
+// anything clipped at +-32767 is far outside the 8-bit range even after a zero point <= 255.
+static inline __m256i pack32(__m256i a, __m256i b, __m256i c, __m256i d, __m256i zp16,
+                             bool is_signed) {
+  const __m256i ab = _mm256_adds_epi16(_mm256_packs_epi32(a, b), zp16);
+  const __m256i cd = _mm256_adds_epi16(_mm256_packs_epi32(c, d), zp16);
+  const __m256i bytes = is_signed ? _mm256_packs_epi16(ab, cd) : _mm256_packus_epi16(ab, cd);
+  return _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
+// NaN check two vectors at a time: an unordered compare is true if either operand is NaN.
+static inline __m256 nan4(__m256 a, __m256 b, __m256 c, __m256 d) {
+  return _mm256_or_ps(_mm256_cmp_ps(a, b, _CMP_UNORD_Q), _mm256_cmp_ps(c, d, _CMP_UNORD_Q));
+}
+
+static inline void block32(const float* x, uint8_t* y, __m256 scale, __m256i zp16,
+                           const Params& p, __m256* nan) {
+  const __m256 x0 = _mm256_loadu_ps(x), x1 = _mm256_loadu_ps(x + 8);
+  const __m256 x2 = _mm256_loadu_ps(x + 16), x3 = _mm256_loadu_ps(x + 24);
+  *nan = _mm256_or_ps(*nan, nan4(x0, x1, x2, x3));
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(y),
+                      pack32(round8(x0, scale), round8(x1, scale), round8(x2, scale),
+                             round8(x3, scale), zp16, p.is_signed));
+}
+
+// The per-element-scale path keeps the float saturation of the scalar kernel (zero points
+// differ per lane, so they cannot ride in one int16 add).
 static inline __m256i quantize8(__m256 x, __m256 scale, __m256 zp, const Params& p, __m256* nan) {
   *nan = _mm256_or_ps(*nan, _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
   __m256 v = _mm256_div_ps(x, scale);
@@ -22,22 +60,6 @@ static inline __m256i quantize8(__m256 x, __m256 scale, __m256 zp, const Params&
   v = _mm256_max_ps(v, p.lo);  // NaN -> lo, as in the scalar kernel
   v = _mm256_min_ps(v, p.hi);
   return _mm256_cvtps_epi32(v);
-}
-
-// 4 x 8 int32 already in range -> 32 bytes in order.
-static inline __m256i pack32(__m256i a, __m256i b, __m256i c, __m256i d, bool is_signed) {
-  const __m256i ab = _mm256_packs_epi32(a, b), cd = _mm256_packs_epi32(c, d);
-  const __m256i bytes = is_signed ? _mm256_packs_epi16(ab, cd) : _mm256_packus_epi16(ab, cd);
-  return _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-}
-
-static inline void block32(const float* x, uint8_t* y, __m256 scale, __m256 zp, const Params& p,
-                           __m256* nan) {
-  const __m256i a = quantize8(_mm256_loadu_ps(x), scale, zp, p, nan);
-  const __m256i b = quantize8(_mm256_loadu_ps(x + 8), scale, zp, p, nan);
-  const __m256i c = quantize8(_mm256_loadu_ps(x + 16), scale, zp, p, nan);
-  const __m256i d = quantize8(_mm256_loadu_ps(x + 24), scale, zp, p, nan);
-  _mm256_storeu_si256(reinterpret_cast<__m256i*>(y), pack32(a, b, c, d, p.is_signed));
 }
 
 static inline void block32_vec(const float* x, uint8_t* y, const float* scale, const int32_t* zp,
@@ -49,13 +71,15 @@ static inline void block32_vec(const float* x, uint8_t* y, const float* scale, c
                         : _mm256_setzero_ps();
     q[j] = quantize8(_mm256_loadu_ps(x + 8 * j), _mm256_loadu_ps(scale + 8 * j), z, p, nan);
   }
-  _mm256_storeu_si256(reinterpret_cast<__m256i*>(y), pack32(q[0], q[1], q[2], q[3], p.is_signed));
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(y),
+                      pack32(q[0], q[1], q[2], q[3], _mm256_setzero_si256(), p.is_signed));
 }
 
 static bool quantize(const float* x, void* out, int64_t n, float scale, int32_t zero_point,
                      const Params& p) {
   uint8_t* y = static_cast<uint8_t*>(out);
-  const __m256 vs = _mm256_set1_ps(scale), vz = _mm256_set1_ps(static_cast<float>(zero_point));
+  const __m256 vs = _mm256_set1_ps(scale);
+  const __m256i vz = _mm256_set1_epi16(static_cast<int16_t>(zero_point));  // |zp| <= 255
   __m256 nan = _mm256_setzero_ps();
   int64_t i = 0;
   for (; i + 32 <= n; i += 32) block32(x + i, y + i, vs, vz, p, &nan);
