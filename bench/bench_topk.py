@@ -37,15 +37,10 @@ KFRACS = {"k=10%": 0.1, "k=50%": 0.5}
 _cache: dict = {}
 
 
-@pytest.fixture(params=[1, 2], ids=["1t", "2t"])
-def nthreads(request):
-    """pyquant and PyTorch on the same number of threads."""
-    old_torch, old_pq = torch.get_num_threads(), pyquant.get_num_threads()
-    torch.set_num_threads(request.param)
-    pyquant.set_num_threads(request.param)
-    yield request.param
-    torch.set_num_threads(old_torch)
-    pyquant.set_num_threads(old_pq)
+@pytest.fixture
+def nthreads(threads):
+    """pyquant and PyTorch on the same number of threads (bench/conftest.py)."""
+    return threads
 
 
 def _label(benchmark, group, impl, threads, nbytes=None):

@@ -32,14 +32,12 @@ def record(benchmark, threads):
         return benchmark
 
     return _record
-@pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
-def bench_threads(request):
-    old_t, old_p = torch.get_num_threads(), pyquant.get_num_threads()
-    torch.set_num_threads(request.param)
-    pyquant.set_num_threads(request.param)
-    yield request.param
-    torch.set_num_threads(old_t)
-    pyquant.set_num_threads(old_p)
+
+
+@pytest.fixture
+def bench_threads(threads):
+    """The same thread settings under the name the GEMM benchmarks use."""
+    return threads
 
 
 def run(benchmark, fn, flops: float, **extra):
