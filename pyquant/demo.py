@@ -174,8 +174,8 @@ class DemoConfig:
     image_size: int = 16
     epochs: int = 20
     prune_amount: float = 0.9
-    prune_steps: int = 3
-    finetune_epochs: int = 2
+    prune_steps: int = 4
+    finetune_epochs: int = 3
     student_channels: Tuple[int, int] = (16, 32)
     student_hidden: int = 64
     student_epochs: int = 15
