@@ -23,12 +23,12 @@ __version__ = "0.1.0"
 
 # end-to-end compression (issue 6): model files, distillation, report, recipes, pipeline
 from pyquant import distill
-from pyquant.compress import MissingComponentError, compress
+from pyquant.compress import compress
 from pyquant.io import load, save
 from pyquant.recipe import DistillRecipe, PruneRecipe, QuantizeRecipe, Recipe, SparseRecipe
 from pyquant.report import Report, report, sweep
 
-__all__ += ["DistillRecipe", "MissingComponentError", "PruneRecipe", "QuantizeRecipe", "Recipe",
+__all__ += ["DistillRecipe", "PruneRecipe", "QuantizeRecipe", "Recipe",
             "Report", "SparseRecipe", "compress", "distill", "load", "report", "save", "sweep"]
 
 if "PYQUANT_ISA" in _os.environ:

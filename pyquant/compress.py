@@ -2,93 +2,73 @@
 masks permanent, swap in sparse and int8 layers, and report every stage.
 
 The pruning, quantization and sparse-layer algorithms live in ``pyquant.prune``,
-``pyquant.quantize_`` and ``pyquant.sparsify_``; this module calls them only through the four
-functions in the INTEGRATION POINTS section below (``_prune_to``, ``_make_permanent``,
-``_quantize``, ``_sparsify``), imported lazily. When one is missing from this build, the stage
-that needs it raises :class:`MissingComponentError` naming it; stages that need nothing missing
-(fine-tuning, distillation, reporting) always run.
+``pyquant.quantize_`` and ``pyquant.sparsify_``; this module calls them only through four small
+functions (``_prune_to``, ``_make_permanent``, ``_quantize``, ``_sparsify``).
 """
 
 from __future__ import annotations
 
 import copy
-import importlib
 from typing import Any, Callable, Iterable, List, Optional, Tuple
 
 from torch import nn
 
+from pyquant.api import Int8StaticConfig, quantize_
+from pyquant.api_sparse import sparsify_
 from pyquant.distill import distill as _distill
 from pyquant.distill import train as _train
 from pyquant.recipe import PruneRecipe, QuantizeRecipe, Recipe, SparseRecipe
+from pyquant.prune import magnitude_masks_, make_permanent
 from pyquant.report import EvalFn, Report, measure_latency
 
-__all__ = ["MissingComponentError", "compress", "cubic_schedule"]
+__all__ = ["compress", "cubic_schedule"]
 
 
-class MissingComponentError(ImportError):
-    """A pipeline stage needs a pyquant component that this build does not have."""
-
-
-def _require(module: str, attr: str, what: str) -> Callable:
-    try:
-        mod = importlib.import_module(module)
-        return getattr(mod, attr)
-    except (ImportError, AttributeError):
-        raise MissingComponentError(
-            f"this stage needs {module}.{attr} ({what}), which this pyquant build does not "
-            f"provide") from None
-
-
-# ----------------------------------------------------------------------------- INTEGRATION POINTS
-# The only places that touch the pruning (issue 3), quantization (issue 4) and sparse (issue 5)
-# APIs. Each is a thin call; adjust the call here if those APIs' signatures differ.
+# ----------------------------------------------------------------------------- the component calls
+# The only places that touch the pruning, int8 and sparse APIs.
 
 
 def _prune_to(model: nn.Module, sparsity: float, recipe: PruneRecipe) -> Any:
     """Prune ``model`` in place so that a fraction ``sparsity`` of its prunable weights is zero.
 
-    INTEGRATION (issue 3): ``pyquant.prune.magnitude_masks_(model, amount, scope=...)``: the
+    ``pyquant.prune.magnitude_masks_(model, amount, scope=...)``: the
     masked variant (masks stay applied as parametrizations, so fine-tuning keeps pruned
     weights at zero; ``magnitude_prune_`` overwrites weights without masks). ``amount`` is the
     fraction of all selected weights, cumulative: earlier zeros are the smallest, so each
     larger target of the cubic schedule keeps them.
     """
-    prune = _require("pyquant.prune", "magnitude_masks_", "magnitude pruning, issue 3")
-    return prune(model, sparsity, scope=recipe.scope)
+    return magnitude_masks_(model, sparsity, scope=recipe.scope)
 
 
 def _make_permanent(model: nn.Module) -> None:
-    """Bake the pruning masks into the weights. INTEGRATION (issue 3)."""
-    _require("pyquant.prune", "make_permanent", "magnitude pruning, issue 3")(model)
+    """Bake the pruning masks into the weights."""
+    make_permanent(model)
 
 
 def _quantize(model: nn.Module, recipe: QuantizeRecipe,
               calibration: Optional[Iterable]) -> nn.Module:
     """Swap Linear/Conv2d layers for int8 ``QuantLinear``/``QuantConv2d``, in place.
 
-    INTEGRATION (issue 4): ``pyquant.quantize_(model, config)``; the default config (None) is
+    ``pyquant.quantize_(model, config)``; the default config (None) is
     dynamic per-row activations with per-channel int8 weights; ``mode="static"`` uses
     ``pyquant.Int8StaticConfig(calibration_loader=[inputs...])``. Layers already swapped for
     sparse ones are no longer ``nn.Linear`` and are left alone.
     """
-    quantize_ = _require("pyquant", "quantize_", "int8 layers, issue 4")
     if recipe.mode == "dynamic":
         return quantize_(model) or model
     if calibration is None:
         raise ValueError("static quantization needs train_loader (for calibration)")
     batches = [x for x, _ in _take(calibration, recipe.calibration_batches)]
-    config_cls = _require("pyquant", "Int8StaticConfig", "static int8 config, issue 4")
-    return quantize_(model, config_cls(calibration_loader=batches)) or model
+    return quantize_(model, Int8StaticConfig(calibration_loader=batches)) or model
 
 
 def _sparsify(model: nn.Module, recipe: SparseRecipe, quantize: bool) -> nn.Module:
     """Swap pruned Linear layers for sparse-kernel layers where faster, in place.
 
-    INTEGRATION (issue 5): ``pyquant.sparsify_(model, min_sparsity=..., quantize=...)``
+    ``pyquant.sparsify_(model, min_sparsity=..., quantize=...)``
     (``quantize=True`` gives sparse + int8 layers). Runs before ``_quantize``, which then
     converts the layers left dense.
     """
-    sparsify_ = _require("pyquant", "sparsify_", "sparse layers, issue 5")
     return sparsify_(model, min_sparsity=recipe.min_sparsity, quantize=quantize) or model
 
 
@@ -163,7 +143,6 @@ def compress(model: nn.Module, recipe: Recipe, *, train_loader: Optional[Iterabl
     Raises:
         TypeError: if ``recipe`` is not a :class:`Recipe`.
         ValueError: a stage needs ``train_loader`` and none was given.
-        MissingComponentError: a stage needs a pyquant component missing from this build.
     """
     if not isinstance(recipe, Recipe):
         raise TypeError(f"recipe must be a pyquant Recipe, got {type(recipe).__name__}")

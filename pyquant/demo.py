@@ -9,8 +9,7 @@ held-out test split (25%).
 Stages: fp32 training; gradual global magnitude pruning to 90% with distillation from the fp32
 model while fine-tuning; int8 quantization; save + reload + re-evaluate; a smaller student
 distilled from the fp32 model vs the same student trained alone (mean over 3 seeds); a sweep of
-accuracy against compression ratio. Stages whose pyquant component is missing from this build
-are reported as skipped, with the reason.
+accuracy against compression ratio.
 """
 
 from __future__ import annotations
@@ -29,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pyquant import io as pqio
-from pyquant.compress import MissingComponentError, compress
+from pyquant.compress import compress
 from pyquant.distill import distill, make_loader, seed_everything, train
 from pyquant.recipe import DistillRecipe, PruneRecipe, QuantizeRecipe, Recipe
 from pyquant.report import Report, measure_latency, sweep
@@ -218,7 +217,7 @@ def run_demo(cfg: DemoConfig) -> Dict[str, Any]:
         cfg: the configuration.
 
     Returns:
-        A dict: ``report`` (rows), ``skipped`` (stage -> reason), ``students`` (per-seed
+        A dict: ``report`` (rows), ``students`` (per-seed
         accuracies), ``checks`` (the issue's bars, True/False/None when not measurable), and
         ``files``.
     """
@@ -233,7 +232,6 @@ def run_demo(cfg: DemoConfig) -> Dict[str, Any]:
     train_aug = ShiftAugment(train_ds, cfg.augment_shift)
     loader = make_loader(train_aug, cfg.batch_size, seed=0)
     eval_fn = lambda m: evaluate(m, test_ds)  # noqa: E731
-    skipped: Dict[str, str] = {}
     models: Dict[str, nn.Module] = {}
 
     # 1. fp32 teacher
@@ -251,27 +249,10 @@ def run_demo(cfg: DemoConfig) -> Dict[str, Any]:
                                       cfg.finetune_epochs),
                     distill=DistillRecipe(True, cfg.temperature, cfg.alpha), lr=cfg.lr / 2,
                     seed=0)
-    try:
-        model, _ = compress(model, recipe, train_loader=loader, teacher=fp32,
-                            progress=cfg.progress)
-        models[f"pruned {cfg.prune_amount:.0%}"] = copy.deepcopy(model)
-    except MissingComponentError as err:
-        skipped["prune"] = str(err)
-        model = None
-    if model is not None:
-        try:
-            compress(model, Recipe(quantize=QuantizeRecipe(True, "dynamic")), progress=False)
-            models[f"pruned {cfg.prune_amount:.0%} + int8"] = model
-        except MissingComponentError as err:
-            skipped["int8"] = str(err)
-    else:
-        # int8 alone, on the fp32 model
-        try:
-            q = copy.deepcopy(fp32)
-            compress(q, Recipe(quantize=QuantizeRecipe(True, "dynamic")), progress=False)
-            models["int8"] = q
-        except MissingComponentError as err:
-            skipped["int8"] = str(err)
+    model, _ = compress(model, recipe, train_loader=loader, teacher=fp32, progress=cfg.progress)
+    models[f"pruned {cfg.prune_amount:.0%}"] = copy.deepcopy(model)
+    compress(model, Recipe(quantize=QuantizeRecipe(True, "dynamic")), progress=False)
+    models[f"pruned {cfg.prune_amount:.0%} + int8"] = model
 
     # 4. the final compressed model: saved, reloaded, re-evaluated
     final_name = list(models)[-1]
@@ -279,11 +260,7 @@ def run_demo(cfg: DemoConfig) -> Dict[str, Any]:
     pqio.save(models[final_name], final_path, compression="zstd",
               metadata={"stage": final_name, "test_accuracy": eval_fn(models[final_name])})
     pqio.save(fp32, os.path.join(cfg.out_dir, "model_fp32.pq"), compression=None)
-    try:
-        models[f"{final_name} (reloaded)"] = pqio.load(final_path)
-    except pqio.ModelFileError as err:
-        # e.g. a layer type that never called pyquant.io.register_module: say so, keep going
-        skipped["reload"] = str(err)
+    models[f"{final_name} (reloaded)"] = pqio.load(final_path)
 
     # 5. distillation into a smaller student, against the same student trained alone
     students: Dict[str, List[float]] = {"plain": [], "distilled": []}
@@ -324,12 +301,9 @@ def run_demo(cfg: DemoConfig) -> Dict[str, Any]:
             r = Recipe(prune=PruneRecipe(sparsity, "global", 1, cfg.sweep_finetune_epochs),
                        quantize=QuantizeRecipe(int8), lr=cfg.lr / 2, seed=0)
             return compress(m, r, train_loader=loader, progress=False)[0]
-        try:
-            sweep_rows = sweep(fp32, cfg.sweep_sparsities, compress_fn, eval_fn=eval_fn,
-                               out_dir=cfg.out_dir, int8=(False, True), progress=cfg.progress,
-                               title="DigitsCNN on sklearn digits")
-        except MissingComponentError as err:
-            skipped["sweep"] = str(err)
+        sweep_rows = sweep(fp32, cfg.sweep_sparsities, compress_fn, eval_fn=eval_fn,
+                           out_dir=cfg.out_dir, int8=(False, True), progress=cfg.progress,
+                           title="DigitsCNN on sklearn digits")
 
     checks = _checks(rep, cfg, fp32_acc, mean_plain, mean_kd)
     _log("")
@@ -340,8 +314,6 @@ def run_demo(cfg: DemoConfig) -> Dict[str, Any]:
     _log(f"student {cfg.student_channels}/{cfg.student_hidden} over seeds {list(cfg.seeds)}: "
          f"plain {_pct(students['plain'])} mean {mean_plain:.2%}; distilled "
          f"{_pct(students['distilled'])} mean {mean_kd:.2%}; teacher {fp32_acc:.2%}")
-    for k, why in skipped.items():
-        _log(f"skipped {k}: {why}")
     for k, v in checks.items():
         _log(f"check {k}: {'-' if v is None else ('PASS' if v else 'FAIL')}")
     files = {"report": os.path.join(cfg.out_dir, "report.json"),
@@ -350,7 +322,7 @@ def run_demo(cfg: DemoConfig) -> Dict[str, Any]:
     if sweep_rows is not None:
         files["sweep_csv"] = os.path.join(cfg.out_dir, "sweep.csv")
         files["sweep_png"] = os.path.join(cfg.out_dir, "sweep.png")
-    result = {"report": rep.to_dict(), "skipped": skipped, "students": students,
+    result = {"report": rep.to_dict(), "students": students,
               "checks": checks, "sweep": sweep_rows, "files": files,
               "seconds": time.time() - t_start}
     with open(files["report"], "w") as f:

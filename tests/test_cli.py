@@ -108,9 +108,5 @@ def test_quick_demo_produces_report_and_reloads(tmp_path):
     assert len(res["students"]["plain"]) == len(res["students"]["distilled"]) == 2
     reloaded = pyquant.load(out / "model_compressed.pq")
     assert isinstance(reloaded, nn.Module)
-    # what cannot run in this build is said, not hidden
-    for stage, why in res["skipped"].items():
-        assert "pyquant" in why
-    if "sweep" not in res["skipped"]:
-        assert (out / "sweep.png").read_bytes()[:4] == b"\x89PNG"
-        assert (out / "sweep.csv").read_text().startswith("label,")
+    assert (out / "sweep.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "sweep.csv").read_text().startswith("label,")

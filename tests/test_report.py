@@ -14,7 +14,7 @@ from sklearn.model_selection import train_test_split
 from torch import nn
 
 import pyquant
-from pyquant.compress import MissingComponentError, compress, cubic_schedule
+from pyquant.compress import compress, cubic_schedule
 from pyquant.distill import make_loader, seed_everything, train
 from pyquant.recipe import DistillRecipe, PruneRecipe, QuantizeRecipe, Recipe
 from pyquant.report import Report, count_parameters, file_size, measure_latency, report, sweep
@@ -235,28 +235,15 @@ def test_compress_prunes_gradually_with_distillation_and_keeps_accuracy(data, tr
     assert rep.rows[0]["nonzeros"] == count_parameters(trained)["nonzeros"]
 
 
-def test_compress_checks_inputs_and_reports_missing_components(trained):
+def test_compress_checks_inputs(trained):
     with pytest.raises(TypeError, match="Recipe"):
         compress(trained, {"prune": {}})
     with pytest.raises(ValueError, match="train_loader"):
         compress(copy.deepcopy(trained), Recipe(prune=PruneRecipe(0.5)))
-    # without the pruning component, the prune stage fails loudly and by name, never silently
-    import importlib.util
-
-    has_prune = importlib.util.find_spec("pyquant.prune") is not None
-    if not has_prune:
-        with pytest.raises(MissingComponentError, match="pyquant.prune.magnitude_masks_"):
-            compress(copy.deepcopy(trained), Recipe(prune=PruneRecipe(0.5, finetune_epochs=0)))
-    if not hasattr(pyquant, "quantize_"):
-        with pytest.raises(MissingComponentError, match="quantize_"):
-            compress(copy.deepcopy(trained), Recipe(quantize=QuantizeRecipe(True)))
 
 
-def test_compress_with_real_components_when_present(data, trained):
-    """Runs the real prune + int8 path once the other issues' code is merged."""
-    pytest.importorskip("pyquant.prune")
-    if not hasattr(pyquant, "quantize_"):
-        pytest.skip("pyquant.quantize_ not in this build yet")
+def test_compress_prunes_and_quantizes(data, trained):
+    """The real prune + int8 path on a trained MLP."""
     acc = accuracy_fn(data)
     # 90% of a 9.6K-parameter MLP needs a real schedule to recover: 4 steps, 3 epochs each.
     recipe = Recipe(prune=PruneRecipe(0.9, "global", 4, 3), quantize=QuantizeRecipe(True),
