@@ -172,3 +172,13 @@ def test_conv2d(isa, cfg, act):
     fresh = QuantConv2d(**cfg, act=act)
     fresh.load_state_dict(qc.state_dict())
     assert torch.equal(fresh(x), got)
+
+
+@pytest.mark.parametrize("assign", [False, True])
+def test_cached_native_arguments_follow_new_weights(assign):
+    # The forward caches numpy views of its buffers; loading other weights must be seen.
+    q1, q2 = QuantLinear.from_float(_linear(40, 24, seed=1)), QuantLinear.from_float(_linear(40, 24, seed=2))
+    x = torch.randn(3, 40)
+    before = q1(x)
+    q1.load_state_dict(q2.state_dict(), assign=assign)
+    assert torch.equal(q1(x), q2(x)) and not torch.equal(q1(x), before)

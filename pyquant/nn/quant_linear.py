@@ -125,8 +125,8 @@ class _QuantGemmBase(nn.Module):
     def _native_args(self) -> tuple:
         """The per-layer arguments of ``_C.quant_linear``, built once: numpy views of the
         buffers and the static input parameters (measured, 1 thread, M=1 768x768: a forward
-        took ~102 us rebuilding them on every call, ~56 us with them cached). Reset whenever the buffers change (``_set_weights``,
-        ``load_state_dict``, ``.to()`` and friends)."""
+        took ~102 us rebuilding them on every call, ~56 us with them cached). Reset whenever
+        the buffers change (``_set_weights``, ``load_state_dict``, ``.to()`` and friends)."""
         if self._native is None:
             s, z = ((float(self.input_scale), int(self.input_zero_point))
                     if self.act == "static" else (1.0, 0))
