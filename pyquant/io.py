@@ -456,7 +456,11 @@ def _build(spec: Dict[str, Any], state: Mapping[str, torch.Tensor], prefix: str,
                     "(not registered): pass a template, load(path, model=MyModel(...))")
             raise ModelFileError(f"module {where}: the file holds {tname} but the template has "
                                  f"{_type_name(template)}, and {tname} is not registered")
-        module = codec.build(spec.get("config", {}), _own_state(state, prefix, children))
+        try:
+            module = codec.build(spec.get("config", {}), _own_state(state, prefix, children))
+        except (TypeError, ValueError, RuntimeError) as err:  # a config the class rejects
+            raise ModelFileError(f"module {where} ({tname}) cannot be rebuilt from its stored "
+                                 f"config: {err}") from err
     for name, child_spec in children.items():
         # a child the parent already has (template, or made by the parent's constructor) is
         # reused when its type matches; otherwise the stored type is rebuilt and swapped in
@@ -494,8 +498,17 @@ def load(path: "os.PathLike[str] | str", model: Optional[nn.Module] = None, *,
     Raises:
         ModelFileError: the file is not a pyquant model file, is truncated or corrupt
             (checksum mismatch), has a newer format version, or its modules cannot be rebuilt.
-        FileNotFoundError: if ``path`` does not exist.
+        FileNotFoundError: if ``path`` does not exist (other ``OSError``s as ``open`` raises
+            them, e.g. IsADirectoryError, PermissionError).
+        TypeError: path is not a str/bytes/PathLike, model not an ``nn.Module``, strict not a bool.
     """
+    if not isinstance(path, (str, bytes, os.PathLike)):
+        # an int would be taken by open() as a file descriptor
+        raise TypeError(f"path must be a str, bytes or os.PathLike, got {type(path).__name__}")
+    if model is not None and not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module or None, got {type(model).__name__}")
+    if not isinstance(strict, bool):
+        raise TypeError(f"strict must be a bool, got {strict!r}")
     path = os.fspath(path)
     manifest, payload = _read(path)
     try:
@@ -509,7 +522,7 @@ def load(path: "os.PathLike[str] | str", model: Optional[nn.Module] = None, *,
     module = _build(manifest["model"], state, "", model)
     try:
         module.load_state_dict(state, strict=strict, assign=True)
-    except RuntimeError as err:
+    except (RuntimeError, TypeError, ValueError) as err:  # torch's checks, the layers' own
         raise ModelFileError(f"{path}: tensors do not fit the rebuilt model: {err}") from err
     return module.eval()
 

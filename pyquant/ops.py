@@ -32,10 +32,44 @@ _MODE_PER_TENSOR, _MODE_PER_AXIS, _MODE_BLOCKED = 0, 1, 2
 
 def _as_tensor(x: TensorLike, name: str) -> torch.Tensor:
     if isinstance(x, np.ndarray):
-        return torch.from_numpy(x)
+        try:
+            return torch.from_numpy(x)
+        except TypeError as err:  # object, string, ... arrays
+            raise TypeError(f"{name} has a numpy dtype torch cannot take ({x.dtype}): {err}") from None
+        except ValueError as err:  # negative strides
+            raise ValueError(f"{name} cannot be viewed as a tensor (copy it first): {err}") from None
     if isinstance(x, torch.Tensor):
         return x
     raise TypeError(f"{name} must be a torch.Tensor or numpy.ndarray, got {type(x).__name__}")
+
+
+def _check_cpu(t: torch.Tensor, name: str) -> None:
+    """Scalars and small parameter tensors (scale, zero points) are read on the host: a tensor
+    on another device ('meta' has no data at all) gets a ValueError, not torch's RuntimeError."""
+    if t.device.type != "cpu":
+        raise ValueError(f"{name} must be on the CPU, got device {t.device}")
+
+
+def _byte_range(t: torch.Tensor) -> Tuple[int, int]:
+    start = t.data_ptr()
+    return start, start + t.numel() * t.element_size()
+
+
+def _check_disjoint(outs: Sequence[Tuple[torch.Tensor, str]],
+                    others: Sequence[Tuple[Optional[torch.Tensor], str]] = ()) -> None:
+    """ValueError if an output buffer shares memory with an input or with another output.
+
+    Kernels read their inputs while writing their outputs (and a failed call must leave its
+    inputs untouched), so an ``out=`` that aliases an input would silently corrupt both.
+    Every tensor here is contiguous, so its bytes are one interval; empty tensors hold none.
+    """
+    ranges = [(_byte_range(t), name) for t, name in outs if t is not None and t.numel()]
+    inputs = [(_byte_range(t), name) for t, name in others
+              if isinstance(t, torch.Tensor) and t.device.type == "cpu" and t.numel()]
+    for i, ((a0, a1), an) in enumerate(ranges):
+        for (b0, b1), bn in ranges[i + 1:] + inputs:
+            if a0 < b1 and b0 < a1:
+                raise ValueError(f"{an} overlaps {bn} in memory: pass a separate buffer")
 
 
 def _check_input(x: torch.Tensor, name: str, dtypes: Sequence[torch.dtype]) -> None:
@@ -66,6 +100,7 @@ def _scale_tensor(scale, name: str = "scale") -> torch.Tensor:
         s = torch.tensor(float(scale), dtype=torch.float32)
     else:
         s = _as_tensor(scale, name)
+        _check_cpu(s, name)
         if not s.is_floating_point():
             raise TypeError(f"{name} must be a float or a floating-point tensor, got {s.dtype}")
         s = s.detach().to(torch.float32)
@@ -83,13 +118,16 @@ def _scalar_qparams(scale, zero_point, dtype: torch.dtype) -> Optional[Tuple[flo
     if isinstance(scale, (float, int)) and not isinstance(scale, bool):
         s = float(np.float32(scale))
     elif isinstance(scale, torch.Tensor) and scale.numel() == 1 and scale.is_floating_point():
+        _check_cpu(scale, "scale")
         s = float(scale.detach().to(torch.float32))
     else:
         return None
     if isinstance(zero_point, (int, np.integer)) and not isinstance(zero_point, bool):
         zp = int(zero_point)
     elif (isinstance(zero_point, torch.Tensor) and zero_point.numel() == 1
-          and not zero_point.is_floating_point() and zero_point.dtype != torch.bool):
+          and not zero_point.is_floating_point() and not zero_point.is_complex()
+          and zero_point.dtype != torch.bool):
+        _check_cpu(zero_point, "zero_point")
         zp = int(zero_point)
     else:
         return None
@@ -112,6 +150,7 @@ def _zero_point_tensor(zero_point, dtype: torch.dtype, like: torch.Tensor) -> Op
     if isinstance(zero_point, (float, bool)):
         raise TypeError(f"zero_point must be an int or an integer tensor, got {zero_point!r}")
     z = _as_tensor(zero_point, "zero_point").detach()
+    _check_cpu(z, "zero_point")
     if z.is_floating_point() or z.dtype == torch.bool or z.is_complex():
         raise TypeError(f"zero_point must be an int or an integer tensor, got {z.dtype}")
     if z.numel() == 1:
@@ -175,6 +214,8 @@ def _out_tensor(out, shape, dtype, name="out") -> torch.Tensor:
         raise TypeError(f"{name} must be a torch.Tensor, got {type(out).__name__}")
     if out.dtype != dtype:
         raise TypeError(f"{name} must have dtype {dtype}, got {out.dtype}")
+    if out.device.type != "cpu":
+        raise ValueError(f"{name} must be on the CPU, got device {out.device}")
     if out.shape != shape:  # torch.Size compares with tuples and Sizes alike
         raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(out.shape)}")
     if not out.is_contiguous() or out.device.type != "cpu":
@@ -224,6 +265,8 @@ def quantize(x: TensorLike, scale, zero_point=0, *, axis: Optional[int] = None,
         scalars = _scalar_qparams(scale, zero_point, dtype)
         if scalars is not None:
             y = _out_tensor(out, x.shape, dtype)
+            if out is not None:
+                _check_disjoint([(y, "out")], [(x, "x")])
             _runtime._sync_threads()
             _C.quantize_per_tensor(_np(x), _np(y), *scalars)
             return y
@@ -231,6 +274,8 @@ def quantize(x: TensorLike, scale, zero_point=0, *, axis: Optional[int] = None,
     mode, outer, channels, inner, bs, s = _layout(x.shape, s, axis, block_size)
     zp = _zero_point_tensor(zero_point, dtype, s)
     y = _out_tensor(out, x.shape, dtype)
+    if out is not None:
+        _check_disjoint([(y, "out")], [(x, "x"), (s, "scale"), (zp, "zero_point")])
     _runtime._sync_threads()
     _C.quantize(_np(x).reshape(-1), _np(y).reshape(-1), mode, outer, channels, inner, bs,
                 _np(s).reshape(-1), None if zp is None else _np(zp).reshape(-1))
@@ -255,6 +300,8 @@ def dequantize(q: TensorLike, scale, zero_point=0, *, axis: Optional[int] = None
         scalars = _scalar_qparams(scale, zero_point, q.dtype)
         if scalars is not None:
             y = _out_tensor(out, q.shape, torch.float32)
+            if out is not None:
+                _check_disjoint([(y, "out")], [(q, "q")])
             _runtime._sync_threads()
             _C.dequantize_per_tensor(_np(q), _np(y), *scalars)
             return y
@@ -262,6 +309,8 @@ def dequantize(q: TensorLike, scale, zero_point=0, *, axis: Optional[int] = None
     mode, outer, channels, inner, bs, s = _layout(q.shape, s, axis, block_size)
     zp = _zero_point_tensor(zero_point, q.dtype, s)
     y = _out_tensor(out, q.shape, torch.float32)
+    if out is not None:
+        _check_disjoint([(y, "out")], [(q, "q"), (s, "scale"), (zp, "zero_point")])
     _runtime._sync_threads()
     _C.dequantize(_np(q).reshape(-1), _np(y).reshape(-1), mode, outer, channels, inner, bs,
                   _np(s).reshape(-1), None if zp is None else _np(zp).reshape(-1))
@@ -296,16 +345,19 @@ def dynamic_quantize(x: TensorLike, *, dtype: torch.dtype = torch.uint8, axis: O
     x = _as_tensor(x, "x")
     _check_input(x, "x", (torch.float32,))
     _check_qdtype(dtype)
+    if axis is not None:
+        if x.ndim == 0:
+            raise ValueError("axis cannot be used with a 0-d input")
+        a = _normalize_axis(axis, x.ndim)
     y = _out_tensor(out, x.shape, dtype)
+    if out is not None:
+        _check_disjoint([(y, "out")], [(x, "x")])
     _runtime._sync_threads()
     if axis is None:
         scale = torch.empty(1, dtype=torch.float32)
         zp = torch.empty(1, dtype=torch.int32)
         _C.dynamic_quantize(_np(x).reshape(-1), _np(y).reshape(-1), 1, x.numel(), _np(scale), _np(zp))
         return y, scale.reshape(()), zp.reshape(())
-    if x.ndim == 0:
-        raise ValueError("axis cannot be used with a 0-d input")
-    a = _normalize_axis(axis, x.ndim)
     rows = x.shape[a]
     if math.prod(x.shape[:a]) == 1:  # each slice is contiguous: fused range + quantize per row
         scale = torch.empty(rows, dtype=torch.float32)
@@ -315,7 +367,11 @@ def dynamic_quantize(x: TensorLike, *, dtype: torch.dtype = torch.uint8, axis: O
                                 _np(scale), _np(zp))
         return y, scale, zp
     # Strided slices: per-channel range by torch, then the per-axis kernel.
-    if x.numel() and not bool(torch.isfinite(x).all()):
+    if x.numel() == 0:  # empty slices: the all-zero range, as the fused path gives them
+        zeros = torch.zeros(rows, dtype=torch.float32)
+        scale, zp = _qparams_from_range(zeros, zeros, dtype, symmetric=dtype == torch.int8)
+        return y, scale, zp
+    if not bool(torch.isfinite(x).all()):
         raise ValueError("x contains NaN or Inf")
     dims = [d for d in range(x.ndim) if d != a]  # non-empty: some dim before a exceeds 1
     lo = torch.clamp(x.amin(dim=dims), max=0.0) if dtype == torch.uint8 else x.amin(dim=dims)
@@ -384,6 +440,13 @@ def choose_qparams(x: TensorLike, *, dtype: torch.dtype = torch.int8, symmetric:
         raise ValueError("x contains NaN or Inf")
     if method not in ("minmax", "percentile", "mse"):
         raise ValueError(f"method must be 'minmax', 'percentile' or 'mse', got {method!r}")
+    if not isinstance(symmetric, (bool, np.bool_)):
+        raise TypeError(f"symmetric must be a bool, got {symmetric!r}")
+    if isinstance(percentile, bool) or not isinstance(percentile, (int, float, np.integer,
+                                                                   np.floating)):
+        raise TypeError(f"percentile must be a number, got {percentile!r}")
+    if isinstance(num_candidates, bool) or not isinstance(num_candidates, (int, np.integer)):
+        raise TypeError(f"num_candidates must be an int, got {num_candidates!r}")
     if axis is None:
         flat = x.reshape(1, -1)
     else:
@@ -579,6 +642,8 @@ def magnitude_mask(x, amount, *, out=None):
             _check_input(m, name, (torch.bool,))
             if m.numel() != t.numel():
                 raise ValueError(f"{name} must have {t.numel()} elements, got {m.numel()}")
+        _check_disjoint([(m, f"out[{i}]" if is_list else "out") for i, m in enumerate(masks)],
+                        [(t, f"x[{i}]" if is_list else "x") for i, t in enumerate(ts)])
     _runtime._sync_threads()
     _C.abs_select_mask(_flat_np(ts), k, [m.numpy().reshape(-1) for m in masks])
     return masks if is_list else masks[0]
@@ -601,9 +666,17 @@ def magnitude_prune_tensors_(x, amount) -> list:
         may already have been 0.
 
     Raises:
-        TypeError / ValueError: as :func:`magnitude_mask`.
+        TypeError / ValueError: as :func:`magnitude_mask`; ValueError also when two tensors of
+            the list share memory (the same tensor twice, overlapping views: their elements
+            would be counted twice and zeroed through each other) or a numpy array is
+            read-only.
     """
-    ts, _ = _float32_list(x)
+    for i, a in enumerate(x if isinstance(x, (list, tuple)) else [x]):
+        if isinstance(a, np.ndarray) and not a.flags.writeable:
+            raise ValueError(f"x[{i}] is a read-only numpy array: it cannot be pruned in place")
+    ts, is_list = _float32_list(x)
+    if is_list:
+        _check_disjoint([(t, f"x[{i}]") for i, t in enumerate(ts)])
     n = sum(t.numel() for t in ts)
     k = n - pruning_count(amount, n)
     _runtime._sync_threads()
@@ -654,8 +727,20 @@ def unpack_int8_weight(packed: torch.Tensor, k: int, n: int) -> torch.Tensor:
         packed: the int8 packed tensor. k, n: in_features and out_features.
 
     Raises:
-        ValueError: if ``packed`` does not have the size of an ``[n, k]`` weight.
+        TypeError: packed is not an int8 tensor, k or n not ints.
+        ValueError: packed not on the CPU, k or n negative, or ``packed`` does not have the
+            size of an ``[n, k]`` weight.
     """
+    if not isinstance(packed, torch.Tensor):
+        raise TypeError(f"packed must be a torch.Tensor, got {type(packed).__name__}")
+    if packed.dtype != torch.int8:
+        raise TypeError(f"packed must have dtype torch.int8, got {packed.dtype}")
+    _check_cpu(packed, "packed")
+    for name, v in (("k", k), ("n", n)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise TypeError(f"{name} must be an int, got {v!r}")
+        if v < 0:
+            raise ValueError(f"{name} must be >= 0, got {v}")
     kp, np_ = -(-k // _C.GEMM_KR) * _C.GEMM_KR, -(-n // _C.GEMM_NR) * _C.GEMM_NR
     if packed.numel() != kp * np_:
         raise ValueError(f"packed has {packed.numel()} elements, expected {kp * np_} for [{n}, {k}]")
@@ -697,10 +782,14 @@ def int8_matmul(a: TensorLike, b: TensorLike, a_zero_point=0, b_zero_point=0, *,
     if b.shape[0] != k:
         raise ValueError(f"b must have a.shape[1] = {k} rows, got shape {tuple(b.shape)}")
     n = b.shape[1]
-    if isinstance(a_zero_point, torch.Tensor):
-        if a_zero_point.numel() != 1:
-            raise ValueError("a_zero_point must be a scalar")
-        a_zero_point = int(a_zero_point.item())
+    if isinstance(a_zero_point, (torch.Tensor, np.ndarray)):
+        z = _as_tensor(a_zero_point, "a_zero_point")
+        if z.is_floating_point() or z.is_complex() or z.dtype == torch.bool:
+            raise TypeError(f"a_zero_point must be an int or an integer tensor, got {z.dtype}")
+        _check_cpu(z, "a_zero_point")
+        if z.numel() != 1:
+            raise ValueError(f"a_zero_point must be a scalar, got shape {tuple(z.shape)}")
+        a_zero_point = int(z.reshape(()).item())
     if not isinstance(a_zero_point, (int, np.integer)) or isinstance(a_zero_point, bool):
         raise TypeError(f"a_zero_point must be an int, got {a_zero_point!r}")
     amin, amax = _QRANGE[a.dtype]
@@ -710,14 +799,15 @@ def int8_matmul(a: TensorLike, b: TensorLike, a_zero_point=0, b_zero_point=0, *,
     zb = None
     if isinstance(b_zero_point, torch.Tensor) or isinstance(b_zero_point, np.ndarray):
         z = _as_tensor(b_zero_point, "b_zero_point")
-        if z.is_floating_point() or z.dtype == torch.bool:
+        if z.is_floating_point() or z.is_complex() or z.dtype == torch.bool:
             raise TypeError(f"b_zero_point must be integer, got {z.dtype}")
+        _check_cpu(z, "b_zero_point")
         if z.numel() == 1:
             b_zero_point = int(z.reshape(()).item())
         else:
             if z.shape != (n,):
                 raise ValueError(f"b_zero_point must be a scalar or have shape ({n},), got {tuple(z.shape)}")
-            if int(z.min()) < bmin or int(z.max()) > bmax:
+            if z.numel() and (int(z.min()) < bmin or int(z.max()) > bmax):
                 raise ValueError(f"b_zero_point must be in [{bmin}, {bmax}] for {b.dtype}")
             zb = z.to(torch.int32).contiguous()
     if zb is None:
@@ -728,6 +818,8 @@ def int8_matmul(a: TensorLike, b: TensorLike, a_zero_point=0, b_zero_point=0, *,
         if int(b_zero_point) != 0:
             zb = torch.full((n,), int(b_zero_point), dtype=torch.int32)
     y = _out_tensor(out, torch.Size((m, n)), torch.int32)
+    if out is not None:
+        _check_disjoint([(y, "out")], [(a, "a"), (b, "b"), (zb, "b_zero_point")])
     _runtime._sync_threads()
     packed, col_sum = pack_int8_weight(b, transposed=False)
     _C.int8_matmul(_np(a), int(a_zero_point), _np(packed), _np(col_sum), k, n,

@@ -21,7 +21,8 @@ import numpy as np
 import torch
 
 from pyquant import _C, _runtime
-from pyquant.ops import TensorLike, _as_tensor, _check_input, _np, _out_tensor
+from pyquant.ops import (TensorLike, _as_tensor, _check_cpu, _check_disjoint, _check_input,
+                         _np, _out_tensor)
 
 __all__ = ["SparsePacked", "sparse_linear", "sparse_pack", "sparse_q8_accumulate"]
 
@@ -67,6 +68,10 @@ class SparsePacked:
     k_block: int = 0
 
     def __post_init__(self):
+        for name in ("out_features", "in_features"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+                raise TypeError(f"{name} must be an int, got {v!r}")
         n, k = int(self.out_features), int(self.in_features)
         if n < 0 or k < 0:
             raise ValueError(f"out_features and in_features must be >= 0, got {n}, {k}")
@@ -88,6 +93,7 @@ class SparsePacked:
         if self.dtype == torch.int8:
             if not isinstance(self.scale, torch.Tensor) or self.scale.dtype != torch.float32:
                 raise TypeError("int8 packs need scale: a float32 tensor of out_features scales")
+            _check_cpu(self.scale, "scale")
             if self.scale.shape != (n,) or not self.scale.is_contiguous():
                 raise ValueError(f"scale must be contiguous with shape ({n},), got "
                                  f"{tuple(self.scale.shape)}")
@@ -327,6 +333,11 @@ def sparse_linear(x: TensorLike, packed: SparsePacked, bias: Optional[TensorLike
                              f"{tuple(b.shape)}")
         b = _np(b)
     y = _out_tensor(out, x.shape[:-1] + (packed.out_features,), torch.float32)
+    if out is not None:
+        _check_disjoint([(y, "out")], [(x, "x"), (None if bias is None else _as_tensor(bias, "bias"),
+                                                  "bias")]
+                        + [(getattr(packed, f), f"packed.{f}") for f in
+                           ("row_ptr", "col_idx", "values", "scale", "block_ptr")])
     rows = x.numel() // packed.in_features if packed.in_features else int(np.prod(x.shape[:-1]))
     _runtime._sync_threads()
     if packed.in_features == 0:
@@ -379,6 +390,8 @@ def sparse_q8_accumulate(xq: TensorLike, zero_point: TensorLike, packed: SparseP
     if zp.numel() and (int(zp.min()) < 0 or int(zp.max()) > 255):
         raise ValueError("zero_point must be in [0, 255]")
     y = _out_tensor(out, torch.Size((xq.shape[0], packed.out_features)), torch.int32)
+    if out is not None:
+        _check_disjoint([(y, "out")], [(xq, "xq"), (zp, "zero_point")])
     _runtime._sync_threads()
     _C.sparse_q8_accumulate(_np(xq).reshape(-1), _np(zp), xq.shape[0], _np(packed.row_ptr),
                             _np(packed.col_idx), _np(packed.values), packed.out_features,

@@ -44,6 +44,35 @@ def _quantize_weight(w2: torch.Tensor, method: str):
     return ops.quantize(w2, scale, zp, axis=0, dtype=torch.int8), scale
 
 
+def _check_size(name: str, v, minimum: int = 0) -> None:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise TypeError(f"{name} must be an int, got {v!r}")
+    if v < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {v}")
+
+
+def _check_input(x, what: str) -> None:
+    """The forward's input: a CPU tensor of a real floating dtype (converted to float32)."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"input must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"input must have a floating-point dtype (it is converted to float32), "
+                        f"got {x.dtype}")
+    if x.device.type != "cpu":
+        raise ValueError(f"input must be on the CPU, got device {x.device}")
+    if x.ndim == 0:
+        raise ValueError(f"input must be {what}, got a 0-d tensor")
+
+
+def _check_weight(w: torch.Tensor, name: str) -> None:
+    if w.device.type != "cpu":
+        raise ValueError(f"{name} must be on the CPU, got device {w.device}")
+    if not w.is_floating_point():
+        raise TypeError(f"{name} must be floating point, got {w.dtype}")
+    if not bool(torch.isfinite(w).all()):
+        raise ValueError(f"{name} contains NaN or Inf")
+
+
 class _QuantGemmBase(nn.Module):
     """Shared storage and the native call of QuantLinear and QuantConv2d."""
 
@@ -86,9 +115,44 @@ class _QuantGemmBase(nn.Module):
 
     @staticmethod
     def _after_load(module, incompatible_keys) -> None:
+        # load_state_dict(assign=True) (what pyquant.load uses) installs the stored tensors as
+        # they are: check that they are what the kernel reads before anything runs on them.
+        module._native = None
+        module._check_buffers()
         # The column sums are derived data: rebuild them from the loaded packed weights.
         module._rebuild_col_sum()
-        module._native = None
+
+    def _check_buffers(self) -> None:
+        """ValueError/TypeError naming the buffer that the native call could not use."""
+        g, np_, kp = self._groups, _pad16(self._n), _pad4(self._k)
+        specs = [("weight_packed", torch.int8, g * np_ * kp), ("weight_scale", torch.float32, g * np_)]
+        if self.bias is not None:
+            specs.append(("bias", torch.float32, g * np_))
+        for name, dtype, numel in specs:
+            t = getattr(self, name)
+            if t.dtype != dtype:
+                raise TypeError(f"{name} must have dtype {dtype}, got {t.dtype}")
+            if t.device.type != "cpu":
+                raise ValueError(f"{name} must be on the CPU, got device {t.device}")
+            if t.ndim != 1 or t.numel() != numel or not t.is_contiguous():
+                raise ValueError(f"{name} must be contiguous with shape ({numel},), got "
+                                 f"{tuple(t.shape)}")
+        if not bool(torch.all(torch.isfinite(self.weight_scale) & (self.weight_scale > 0))):
+            raise ValueError("weight_scale must be finite and > 0")
+        if self.bias is not None and not bool(torch.isfinite(self.bias).all()):
+            raise ValueError("bias contains NaN or Inf")
+        if self.act == "static":
+            s, z = self.input_scale, self.input_zero_point
+            if s.numel() != 1 or not s.is_floating_point() or s.device.type != "cpu":
+                raise ValueError(f"input_scale must be one float on the CPU, got {s.dtype} "
+                                 f"{tuple(s.shape)} on {s.device}")
+            if z.numel() != 1 or z.is_floating_point() or z.device.type != "cpu":
+                raise ValueError(f"input_zero_point must be one integer on the CPU, got {z.dtype} "
+                                 f"{tuple(z.shape)} on {z.device}")
+            if not (math.isfinite(float(s)) and float(s) > 0):
+                raise ValueError(f"input_scale must be finite and > 0, got {float(s)}")
+            if not 0 <= int(z) <= 255:
+                raise ValueError(f"input_zero_point must be in [0, 255], got {int(z)}")
 
     def _rebuild_col_sum(self) -> None:
         g, np_, kp = self._groups, _pad16(self._n), _pad4(self._k)
@@ -128,6 +192,7 @@ class _QuantGemmBase(nn.Module):
         took ~102 us rebuilding them on every call, ~56 us with them cached). Reset whenever
         the buffers change (``_set_weights``, ``load_state_dict``, ``.to()`` and friends)."""
         if self._native is None:
+            self._check_buffers()  # e.g. after .to("meta") or a buffer replaced by hand
             s, z = ((float(self.input_scale), int(self.input_zero_point))
                     if self.act == "static" else (1.0, 0))
             self._native = (self._k, self._n, self._groups, _ACT_MODES[self.act], s, z,
@@ -170,6 +235,8 @@ class QuantLinear(_QuantGemmBase):
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *,
                  act: str = "auto") -> None:
         super().__init__()
+        _check_size("in_features", in_features)
+        _check_size("out_features", out_features)
         self.in_features, self.out_features = in_features, out_features
         self._init_storage(in_features, out_features, 1, bias, act)
 
@@ -194,9 +261,8 @@ class QuantLinear(_QuantGemmBase):
         if not isinstance(linear, nn.Linear):
             raise TypeError(f"expected nn.Linear, got {type(linear).__name__}")
         act, method = _scheme(config, input_scale)
+        _check_weight(linear.weight, "linear.weight")
         w = linear.weight.detach().to(torch.float32)
-        if not bool(torch.isfinite(w).all()):
-            raise ValueError("linear.weight contains NaN or Inf")
         q = cls(linear.in_features, linear.out_features, linear.bias is not None, act=act)
         w_q, w_s = _quantize_weight(w, method)
         q._set_weights(w_q, w_s, linear.bias)
@@ -205,6 +271,20 @@ class QuantLinear(_QuantGemmBase):
         return q
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x @ W^T + bias`` over the last dimension (no autograd).
+
+        Args:
+            x: ``[..., in_features]``, any real floating dtype (converted to float32), CPU;
+                a non-contiguous x is copied.
+
+        Returns:
+            float32 ``[..., out_features]``.
+
+        Raises:
+            TypeError: x is not a tensor or not floating point. ValueError: x on another
+                device, 0-d, wrong last dimension, or containing NaN / Inf.
+        """
+        _check_input(x, f"[..., {self.in_features}]")
         if x.shape[-1] != self.in_features:
             raise ValueError(f"input has {x.shape[-1]} features, expected {self.in_features}")
         lead = x.shape[:-1]
@@ -233,9 +313,15 @@ class QuantConv2d(_QuantGemmBase):
                  dilation=1, groups: int = 1, bias: bool = True, *, act: str = "auto") -> None:
         super().__init__()
         pair = nn.modules.utils._pair
+        _check_size("in_channels", in_channels)
+        _check_size("out_channels", out_channels)
+        _check_size("groups", groups, 1)
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.stride = pair(kernel_size), pair(stride)
         self.padding, self.dilation, self.groups = pair(padding), pair(dilation), groups
+        for name, minimum in (("kernel_size", 1), ("stride", 1), ("padding", 0), ("dilation", 1)):
+            for v in getattr(self, name):
+                _check_size(name, v, minimum)
         if in_channels % groups or out_channels % groups:
             raise ValueError("in_channels and out_channels must be divisible by groups")
         k = in_channels // groups * self.kernel_size[0] * self.kernel_size[1]
@@ -260,9 +346,8 @@ class QuantConv2d(_QuantGemmBase):
                 raise ValueError(f"padding={padding!r} is not supported (use explicit padding)")
             padding = 0
         act, method = _scheme(config, input_scale)
+        _check_weight(conv.weight, "conv.weight")
         w = conv.weight.detach().to(torch.float32)
-        if not bool(torch.isfinite(w).all()):
-            raise ValueError("conv.weight contains NaN or Inf")
         q = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, padding,
                 conv.dilation, conv.groups, conv.bias is not None, act=act)
         w_q, w_s = _quantize_weight(w.reshape(conv.out_channels, -1), method)
@@ -272,12 +357,32 @@ class QuantConv2d(_QuantGemmBase):
         return q
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The convolution of ``x [B, in_channels, H, W]`` (no autograd).
+
+        Args:
+            x: any real floating dtype (converted to float32), CPU, any memory format.
+
+        Returns:
+            float32 ``[B, out_channels, H_out, W_out]`` (channels-last memory); B = 0 gives an
+            empty output.
+
+        Raises:
+            TypeError: x is not a tensor or not floating point. ValueError: another device,
+                not 4-d, wrong channel count, input smaller than the (dilated) kernel, NaN / Inf.
+        """
+        _check_input(x, f"[B, {self.in_channels}, H, W]")
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"expected input [B, {self.in_channels}, H, W], got {tuple(x.shape)}")
         b, _, h, w = x.shape
         kh, kw = self.kernel_size
         ho = (h + 2 * self.padding[0] - self.dilation[0] * (kh - 1) - 1) // self.stride[0] + 1
         wo = (w + 2 * self.padding[1] - self.dilation[1] * (kw - 1) - 1) // self.stride[1] + 1
+        if ho < 1 or wo < 1:
+            raise ValueError(f"input of spatial size {(h, w)} is smaller than the kernel "
+                             f"{self.kernel_size} (dilation {self.dilation}, padding "
+                             f"{self.padding}): output would be {(ho, wo)}")
+        if b == 0:
+            return torch.empty(0, ho, wo, self.out_channels).permute(0, 3, 1, 2)
         cols = F.unfold(x.to(torch.float32), self.kernel_size, dilation=self.dilation,
                         padding=self.padding, stride=self.stride)  # [B, C*kh*kw, L], group-major
         x2 = cols.transpose(1, 2).reshape(b * ho * wo, -1).contiguous()
