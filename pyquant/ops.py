@@ -63,13 +63,24 @@ def _check_disjoint(outs: Sequence[Tuple[torch.Tensor, str]],
     inputs untouched), so an ``out=`` that aliases an input would silently corrupt both.
     Every tensor here is contiguous, so its bytes are one interval; empty tensors hold none.
     """
-    ranges = [(_byte_range(t), name) for t, name in outs if t is not None and t.numel()]
-    inputs = [(_byte_range(t), name) for t, name in others
+    spans = [(*_byte_range(t), True, name) for t, name in outs if t is not None and t.numel()]
+    if not spans:
+        return
+    spans += [(*_byte_range(t), False, name) for t, name in others
               if isinstance(t, torch.Tensor) and t.device.type == "cpu" and t.numel()]
-    for i, ((a0, a1), an) in enumerate(ranges):
-        for (b0, b1), bn in ranges[i + 1:] + inputs:
-            if a0 < b1 and b0 < a1:
-                raise ValueError(f"{an} overlaps {bn} in memory: pass a separate buffer")
+    # One sweep in address order (lists of hundreds of tensors stay cheap): a span overlaps an
+    # earlier one iff it starts before that one's end; only pairs involving an output matter.
+    spans.sort(key=lambda s: s[0])
+    far_out = far_any = None  # (end, name) of the furthest-reaching output / any span so far
+    for start, end, is_out, name in spans:
+        if far_out is not None and start < far_out[0]:
+            raise ValueError(f"{far_out[1]} overlaps {name} in memory: pass a separate buffer")
+        if is_out and far_any is not None and start < far_any[0]:
+            raise ValueError(f"{name} overlaps {far_any[1]} in memory: pass a separate buffer")
+        if is_out and (far_out is None or end > far_out[0]):
+            far_out = (end, name)
+        if far_any is None or end > far_any[0]:
+            far_any = (end, name)
 
 
 def _check_input(x: torch.Tensor, name: str, dtypes: Sequence[torch.dtype]) -> None:

@@ -87,6 +87,12 @@ void bind_abs_select(py::module_& m) {
           require(static_cast<int64_t>(a.size()) == b.size[i],
                   "masks[" + std::to_string(i) + "] must have as many elements as x[" +
                       std::to_string(i) + "]");
+          for (size_t j = 0; j < keep.size(); ++j)
+            require_disjoint(a, "masks[" + std::to_string(i) + "]", keep[j],
+                             "x[" + std::to_string(j) + "]");
+          for (size_t j = 0; j < keep_masks.size(); ++j)
+            require_disjoint(a, "masks[" + std::to_string(i) + "]", keep_masks[j],
+                             "masks[" + std::to_string(j) + "]");
           out.push_back(reinterpret_cast<uint8_t*>(a.mutable_data()));
           keep_masks.push_back(std::move(a));
         }
@@ -105,6 +111,12 @@ void bind_abs_select(py::module_& m) {
         std::vector<farray> keep;
         const FloatBuffers b = float_buffers(xs, &keep, true);
         check_k(k, total(b));
+        // Pruned in place: two arrays sharing memory would be counted twice and zeroed through
+        // each other.
+        for (size_t i = 0; i < keep.size(); ++i)
+          for (size_t j = i + 1; j < keep.size(); ++j)
+            require_disjoint(keep[i], "x[" + std::to_string(i) + "]", keep[j],
+                             "x[" + std::to_string(j) + "]");
         std::vector<float*> data;
         for (auto& a : keep) data.push_back(a.mutable_data());
         std::vector<int64_t> kept;

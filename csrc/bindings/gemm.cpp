@@ -47,6 +47,9 @@ void bind_gemm(py::module_& m) {
         const int64_t Kp = gemm_padded_k(K), Np = gemm_padded_n(N);
         require(packed.size() == Kp * Np, "packed must have " + num(Kp * Np) + " elements");
         require(col_sum.size() == Np, "col_sum must have " + num(Np) + " elements");
+        require_disjoint(packed, "packed", b, "b");
+        require_disjoint(col_sum, "col_sum", b, "b");
+        require_disjoint(col_sum, "col_sum", packed, "packed");
         const void* src = b.data();
         int8_t* p = packed.mutable_data();
         int32_t* cs = col_sum.mutable_data();
@@ -74,7 +77,11 @@ void bind_gemm(py::module_& m) {
           zb_arr = b_zero_point.cast<carray<int32_t>>();
           require(zb_arr.size() == N, "b_zero_point must have N elements");
           zb = zb_arr.data();
+          require_disjoint(out, "out", zb_arr, "b_zero_point");
         }
+        require_disjoint(out, "out", a, "a");
+        require_disjoint(out, "out", packed, "packed");
+        require_disjoint(out, "out", col_sum, "col_sum");
         const void* ap = a.data();
         int32_t* op = out.mutable_data();
         py::gil_scoped_release release;
@@ -106,7 +113,12 @@ void bind_gemm(py::module_& m) {
           bias_arr = bias.cast<carray<float>>();
           require(bias_arr.size() == groups * Np, "bias needs groups * Np elements");
           bp = bias_arr.data();
+          require_disjoint(out, "out", bias_arr, "bias");
         }
+        require_disjoint(out, "out", x, "x");
+        require_disjoint(out, "out", packed, "packed");
+        require_disjoint(out, "out", col_sum, "col_sum");
+        require_disjoint(out, "out", w_scale, "w_scale");
         if (mode == 2)
           require(static_scale > 0 && static_zero_point >= 0 && static_zero_point <= 255,
                   "static scale must be > 0 and zero point in [0, 255]");

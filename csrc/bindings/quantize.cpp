@@ -55,6 +55,7 @@ void bind_quantize(py::module_& m) {
         const QDtype dt = qdtype_of(y, "out");
         require_contiguous(y, "out");
         require(y.size() == x.size(), "out must have as many elements as x");
+        require_disjoint(y, "out", x, "x");
         require(scale > 0.0f && scale <= 3.4028235e38f, "scale must be finite and > 0");
         require(dt == QDtype::s8 ? (zero_point >= -128 && zero_point <= 127)
                                  : (zero_point >= 0 && zero_point <= 255),
@@ -79,6 +80,7 @@ void bind_quantize(py::module_& m) {
         const QDtype dt = qdtype_of(q, "q");
         require_contiguous(q, "q");
         require(y.size() == q.size(), "out must have as many elements as q");
+        require_disjoint(y, "out", q, "q");
         QLayout l;
         l.channels = q.size();
         l.scale = &scale;
@@ -97,6 +99,9 @@ void bind_quantize(py::module_& m) {
         require_contiguous(y, "out");
         require(y.writeable(), "out must be writeable");
         require(y.size() == x.size(), "out must have as many elements as x");
+        require_disjoint(y, "out", x, "x");
+        require_disjoint(y, "out", scale, "scale");
+        if (!zero_point.is_none()) require_disjoint(y, "out", zero_point.cast<py::array>(), "zero_point");
         const QLayout l = make_layout(mode, outer, channels, inner, block_size, scale, zero_point,
                                       x.size());
         void* out = y.mutable_data();
@@ -119,6 +124,9 @@ void bind_quantize(py::module_& m) {
         require_contiguous(q, "q");
         require(y.writeable(), "out must be writeable");
         require(y.size() == q.size(), "out must have as many elements as q");
+        require_disjoint(y, "out", q, "q");
+        require_disjoint(y, "out", scale, "scale");
+        if (!zero_point.is_none()) require_disjoint(y, "out", zero_point.cast<py::array>(), "zero_point");
         const QLayout l = make_layout(mode, outer, channels, inner, block_size, scale, zero_point,
                                       q.size());
         float* out = carray<float>(y).mutable_data();
@@ -139,6 +147,12 @@ void bind_quantize(py::module_& m) {
         require(y.size() == x.size(), "out must have as many elements as x");
         require(scale.size() == rows && zero_point.size() == rows,
                 "scale and zero_point need one element per row");
+        require_disjoint(y, "out", x, "x");
+        require_disjoint(scale, "scale", x, "x");
+        require_disjoint(scale, "scale", y, "out");
+        require_disjoint(zero_point, "zero_point", x, "x");
+        require_disjoint(zero_point, "zero_point", y, "out");
+        require_disjoint(zero_point, "zero_point", scale, "scale");
         void* out = y.mutable_data();
         float* scale_out = scale.mutable_data();
         int32_t* zp_out = zero_point.mutable_data();

@@ -41,6 +41,18 @@ const float* optional_bias(const py::object& bias, int64_t n) {
   return b.data();
 }
 
+// out must not share memory with anything the kernel reads.
+void require_out_disjoint(const py::array& out, const py::array& x, const py::array& row_ptr,
+                          const py::array& idx, const py::array& values, const py::object& extra1,
+                          const char* extra1_name, const py::object& block_ptr) {
+  require_disjoint(out, "out", x, "x");
+  require_disjoint(out, "out", row_ptr, "row_ptr");
+  require_disjoint(out, "out", idx, "col_idx");
+  require_disjoint(out, "out", values, "values");
+  if (!extra1.is_none()) require_disjoint(out, "out", extra1.cast<py::array>(), extra1_name);
+  if (!block_ptr.is_none()) require_disjoint(out, "out", block_ptr.cast<py::array>(), "block_ptr");
+}
+
 SparseBlocks make_blocks(const py::object& block_ptr, int64_t num_blocks, int64_t n) {
   SparseBlocks b;
   if (block_ptr.is_none()) return b;
@@ -109,6 +121,7 @@ void bind_sparse(py::module_& m) {
         const SparseBlocks blocks = make_blocks(block_ptr, num_blocks, n);
         require(rows >= 0 && x.size() == rows * k, "x must have rows * k elements");
         require(out.size() == rows * n, "out must have rows * n elements");
+        require_out_disjoint(out, x, row_ptr, idx, values, bias, "bias", block_ptr);
         const float* b = optional_bias(bias, n);
         float* y = out.mutable_data();
         py::gil_scoped_release release;
@@ -130,6 +143,8 @@ void bind_sparse(py::module_& m) {
         require(rows >= 0 && x.size() == rows * k, "x must have rows * k elements");
         require(out.size() == rows * n, "out must have rows * n elements");
         require(w_scale.size() == n, "w_scale must have n elements");
+        require_out_disjoint(out, x, row_ptr, idx, values, bias, "bias", block_ptr);
+        require_disjoint(out, "out", w_scale, "w_scale");
         const float* b = optional_bias(bias, n);
         float* y = out.mutable_data();
         Status st;
@@ -155,6 +170,8 @@ void bind_sparse(py::module_& m) {
         require(rows >= 0 && xq.size() == rows * k, "xq must have rows * k elements");
         require(zero_point.size() == rows, "zero_point must have rows elements");
         require(out.size() == rows * n, "out must have rows * n elements");
+        require_out_disjoint(out, xq, row_ptr, idx, values, py::none(), "", block_ptr);
+        require_disjoint(out, "out", zero_point, "zero_point");
         int32_t* acc = out.mutable_data();
         py::gil_scoped_release release;
         sparse_q8_accumulate(w, blocks, xq.data(), zero_point.data(), rows, acc);

@@ -4,6 +4,7 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <cstdint>
 #include <string>
 
 #include "pyquant/ops.h"
@@ -22,6 +23,21 @@ inline void require(bool ok, const std::string& message) {
 
 inline void require_contiguous(const py::array& a, const char* name) {
   require(a.flags() & py::array::c_style, std::string(name) + " must be C-contiguous");
+}
+
+// Second line behind pyquant/ops.py: an output sharing bytes with an input (or another output)
+// would be read after being written and corrupt both. Arrays checked here are C-contiguous, so
+// each occupies one byte interval; empty arrays occupy none.
+inline bool overlaps(const py::array& a, const py::array& b) {
+  if (a.nbytes() == 0 || b.nbytes() == 0) return false;
+  const auto a0 = reinterpret_cast<uintptr_t>(a.data());
+  const auto b0 = reinterpret_cast<uintptr_t>(b.data());
+  return a0 < b0 + static_cast<uintptr_t>(b.nbytes()) && b0 < a0 + static_cast<uintptr_t>(a.nbytes());
+}
+
+inline void require_disjoint(const py::array& out, const std::string& out_name,
+                             const py::array& in, const std::string& in_name) {
+  require(!overlaps(out, in), out_name + " overlaps " + in_name + " in memory");
 }
 
 inline void raise_status(Status s, const char* what) {
