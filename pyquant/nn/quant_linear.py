@@ -157,8 +157,9 @@ class _QuantGemmBase(nn.Module):
     def _rebuild_col_sum(self) -> None:
         g, np_, kp = self._groups, _pad16(self._n), _pad4(self._k)
         p = self.weight_packed.view(g, np_ // _C.GEMM_NR, kp // _C.GEMM_KR, _C.GEMM_NR, _C.GEMM_KR)
-        with torch.no_grad():
-            self.weight_col_sum.copy_(p.to(torch.int32).sum(dim=(2, 4)).reshape(-1))
+        # Assigned, not copied into: after load_state_dict(assign=True) into a module built on
+        # the 'meta' device, the old buffer has no storage to copy into.
+        self.weight_col_sum = p.sum(dim=(2, 4), dtype=torch.int32).reshape(-1).contiguous()
 
     def weight_int8(self) -> torch.Tensor:
         """The int8 weight as ``[groups * out_per_group, in_per_group]`` (unpacked copy)."""
