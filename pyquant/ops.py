@@ -265,7 +265,8 @@ def quantize(x: TensorLike, scale, zero_point=0, *, axis: Optional[int] = None,
 
     Raises:
         TypeError: x is not float32, dtype is not int8/uint8, zero_point not integer.
-        ValueError: non-contiguous input, mismatched shapes, scale <= 0 or not finite, zero point
+        ValueError: non-contiguous input, an input or out on another device, out sharing memory
+            with x / scale / zero_point, mismatched shapes, scale <= 0 or not finite, zero point
             out of range, axis out of range, and x containing NaN (there is no integer for NaN;
             ``out`` is then partly written).
     """
@@ -351,7 +352,9 @@ def dynamic_quantize(x: TensorLike, *, dtype: torch.dtype = torch.uint8, axis: O
         tensor or 1-d of ``x.shape[axis]`` per axis.
 
     Raises:
-        TypeError: wrong dtype. ValueError: NaN or Inf in x, non-contiguous, empty slice.
+        TypeError: wrong dtype. ValueError: NaN or Inf in x, non-contiguous, another device,
+            out sharing memory with x, axis out of range. Zero-size slices get scale 1 and
+            zero point 0 (the all-zero range).
     """
     x = _as_tensor(x, "x")
     _check_input(x, "x", (torch.float32,))
@@ -440,7 +443,8 @@ def choose_qparams(x: TensorLike, *, dtype: torch.dtype = torch.int8, symmetric:
         :func:`quantize` with the same ``axis``.
 
     Raises:
-        TypeError: wrong dtype. ValueError: empty, NaN/Inf, unknown method, bad percentile.
+        TypeError: wrong dtype, or symmetric / percentile / num_candidates of the wrong type.
+            ValueError: empty, NaN/Inf, unknown method, bad percentile or num_candidates.
     """
     x = _as_tensor(x, "x")
     _check_input(x, "x", (torch.float32,))
@@ -635,7 +639,8 @@ def magnitude_mask(x, amount, *, out=None):
 
     Raises:
         TypeError: wrong dtype or amount type, a list mixing dtypes/devices, out not bool.
-        ValueError: amount out of range, not CPU/contiguous, NaN or Inf in x, out of the wrong size.
+        ValueError: amount out of range, not CPU/contiguous, NaN or Inf in x, out of the wrong
+            size, or an out tensor sharing memory with x or with another out tensor.
     """
     ts, is_list = _float32_list(x)
     n = sum(t.numel() for t in ts)
@@ -780,7 +785,8 @@ def int8_matmul(a: TensorLike, b: TensorLike, a_zero_point=0, b_zero_point=0, *,
         int32 tensor ``[M, N]``.
 
     Raises:
-        TypeError: wrong dtypes. ValueError: not 2-d, K mismatch, zero point out of range,
+        TypeError: wrong dtypes (zero points included). ValueError: not 2-d, K mismatch, zero
+            point out of range, another device, out sharing memory with a / b / b_zero_point,
             non-contiguous, wrong b_zero_point length.
     """
     a = _as_tensor(a, "a")

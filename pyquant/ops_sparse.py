@@ -316,7 +316,9 @@ def sparse_linear(x: TensorLike, packed: SparsePacked, bias: Optional[TensorLike
     Raises:
         TypeError: packed is not a SparsePacked; x / bias / out not float32.
         ValueError: x's last dimension is not in_features, x is 0-d or non-contiguous, bias
-            has the wrong shape, out has the wrong shape, or (int8) x contains NaN / Inf.
+            has the wrong shape, out has the wrong shape or shares memory with x, bias or the
+            packed tensors, an input is on another device, or (int8) x contains NaN / Inf.
+            A float32 pack propagates NaN / Inf in x through the stored nonzeros only.
     """
     _check_packed(packed)
     x = _as_tensor(x, "x")
@@ -374,7 +376,8 @@ def sparse_q8_accumulate(xq: TensorLike, zero_point: TensorLike, packed: SparseP
 
     Raises:
         TypeError: wrong dtypes or packed not an int8 SparsePacked.
-        ValueError: wrong shapes or zero points out of range.
+        ValueError: wrong shapes, another device, zero points out of range, or out sharing
+            memory with xq / zero_point.
     """
     _check_packed(packed)
     if packed.dtype != torch.int8:
