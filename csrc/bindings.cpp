@@ -36,6 +36,7 @@ PYBIND11_MODULE(_C, m) {
     info["features"] = features;
     info["kernels"] = kernel_names;
     info["num_threads"] = ThreadPool::global().num_threads();
+    info["threadpool"] = ThreadPool::global().backend();
     return info;
   });
 

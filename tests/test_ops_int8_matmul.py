@@ -122,7 +122,8 @@ def test_kernel_names_in_cpu_info(isa):
     assert pyquant.cpu_info()["kernels"]["qu8qs8_gemm"] == f"qu8qs8_gemm__{isa}"
 
 
-@pytest.mark.parametrize("m", [1, 3, 4, 5, 9])
+# Up to 32 rows the AVX2 kernel sweeps one panel at a time, above it blocks of 256 columns.
+@pytest.mark.parametrize("m", [1, 3, 4, 5, 9, 32, 33, 45])
 @pytest.mark.parametrize("k", [1, 5, 1030, 2051])
 @pytest.mark.parametrize("n", [1, 9, 16, 17, 270])
 def test_7bit_activation_kernel_matches_reference(isa, m, k, n):

@@ -1,5 +1,7 @@
 // A small persistent thread pool. Kernels never own threads: ops split their work into tasks
-// and the pool runs them. No OpenMP: torch ships its own runtime and two would fight.
+// and the pool runs them. We never link an OpenMP runtime (torch ships its own and two would
+// fight), but when one is already loaded in the process the pool runs its tasks on that
+// runtime's team (see threadpool.cpp; PYQUANT_THREADPOOL=own opts out).
 #pragma once
 
 #include <atomic>
@@ -28,6 +30,9 @@ class ThreadPool {
   // worker, or when another thread's call holds the pool (so concurrent callers never wait
   // on each other and never deadlock).
   void run(int64_t num_tasks, const std::function<void(int64_t)>& fn);
+
+  // "own", or the OpenMP library whose team runs the tasks ("libgomp.so.1", ...).
+  const char* backend() const;
 
  private:
   ThreadPool() = default;
