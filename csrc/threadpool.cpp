@@ -30,8 +30,6 @@ struct OmpRuntime {
 
 OmpRuntime find_loaded_omp_runtime() {
   OmpRuntime rt;
-  const char* choice = std::getenv("PYQUANT_THREADPOOL");
-  if (choice != nullptr && std::strcmp(choice, "own") == 0) return rt;
   for (const char* name : {"libgomp.so.1", "libomp.so", "libiomp5.so"}) {
     void* handle = dlopen(name, RTLD_LAZY | RTLD_NOLOAD);
     if (handle == nullptr) continue;
@@ -69,7 +67,17 @@ void omp_job_body(void* arg) {
 
 const char* ThreadPool::backend() const {
   const OmpRuntime& rt = omp_runtime();
-  return rt.parallel != nullptr ? rt.library : "own";
+  return use_openmp_.load() && rt.parallel != nullptr ? rt.library : "own";
+}
+
+void ThreadPool::set_use_openmp(bool use) {
+  std::lock_guard<std::mutex> guard(run_mu_);  // never switch under a running call
+  use_openmp_.store(use);
+}
+
+ThreadPool::ThreadPool() {
+  const char* choice = std::getenv("PYQUANT_THREADPOOL");
+  use_openmp_.store(choice == nullptr || std::strcmp(choice, "own") != 0);
 }
 
 ThreadPool& ThreadPool::global() {
@@ -138,7 +146,7 @@ void ThreadPool::run(int64_t num_tasks, const std::function<void(int64_t)>& fn) 
   }
   std::lock_guard<std::mutex> guard(run_mu_, std::adopt_lock);
   const OmpRuntime& rt = omp_runtime();
-  if (rt.parallel != nullptr && num_threads() > 1) {
+  if (use_openmp_.load() && rt.parallel != nullptr && num_threads() > 1) {
     OmpJob job{&fn, num_tasks};
     const int64_t team = num_tasks < num_threads() ? num_tasks : num_threads();
     rt.parallel(omp_job_body, &job, static_cast<unsigned>(team), 0);

@@ -119,3 +119,16 @@ def test_pool_runs_on_torchs_openmp_team_with_the_same_results():
     if "OpenMP" in torch.__config__.parallel_info():
         assert default_backend != "own"
     assert default_sums == own_sums
+
+
+def test_set_threadpool_switches_and_validates():
+    try:
+        pyquant.set_threadpool("own")
+        assert pyquant.cpu_info()["threadpool"] == "own"
+        pyquant.set_threadpool("openmp")
+        if "OpenMP" in torch.__config__.parallel_info():
+            assert pyquant.cpu_info()["threadpool"] != "own"
+    finally:
+        pyquant.set_threadpool("openmp")
+    with pytest.raises(ValueError, match="threadpool must be"):
+        pyquant.set_threadpool("tbb")

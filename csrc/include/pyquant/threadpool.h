@@ -33,15 +33,18 @@ class ThreadPool {
 
   // "own", or the OpenMP library whose team runs the tasks ("libgomp.so.1", ...).
   const char* backend() const;
+  // Borrow a loaded OpenMP runtime's team (the default) or always use our own workers.
+  void set_use_openmp(bool use);
 
  private:
-  ThreadPool() = default;
+  ThreadPool();
   void start_workers(int n);
   void stop_workers();
   void worker_loop();
   void drain();
 
   std::atomic<int> num_threads_{1};
+  std::atomic<bool> use_openmp_{true};
   std::vector<std::thread> workers_;  // changed and read only under run_mu_
   std::mutex run_mu_;                 // one call at a time uses the workers
 
