@@ -2,6 +2,7 @@
 
 #include <dlfcn.h>
 #include <immintrin.h>
+#include <pthread.h>
 
 #include <cstdlib>
 #include <cstring>
@@ -66,11 +67,13 @@ void omp_job_body(void* arg) {
 }  // namespace
 
 const char* ThreadPool::backend() const {
+  if (forked_child_.load()) return "caller (forked child)";
   const OmpRuntime& rt = omp_runtime();
   return use_openmp_.load() && rt.parallel != nullptr ? rt.library : "own";
 }
 
 void ThreadPool::set_use_openmp(bool use) {
+  if (forked_child_.load()) return;
   std::lock_guard<std::mutex> guard(run_mu_);  // never switch under a running call
   use_openmp_.store(use);
 }
@@ -78,6 +81,10 @@ void ThreadPool::set_use_openmp(bool use) {
 ThreadPool::ThreadPool() {
   const char* choice = std::getenv("PYQUANT_THREADPOOL");
   use_openmp_.store(choice == nullptr || std::strcmp(choice, "own") != 0);
+  // A fork()ed child has none of the parent's threads, and a mutex a worker held at the fork
+  // stays locked there; GNU OpenMP hangs in such a child too (so do torch's own ops). A child
+  // therefore runs every call on the calling thread and never touches the pool's state.
+  pthread_atfork(nullptr, nullptr, [] { ThreadPool::global().forked_child_.store(true); });
 }
 
 ThreadPool& ThreadPool::global() {
@@ -90,6 +97,10 @@ ThreadPool::~ThreadPool() { stop_workers(); }
 
 void ThreadPool::set_num_threads(int n) {
   if (n < 1) n = 1;
+  if (forked_child_.load()) {
+    num_threads_.store(n);  // recorded and reported; calls run on the caller (see above)
+    return;
+  }
   std::lock_guard<std::mutex> guard(run_mu_);
   if (n == num_threads_) return;
   stop_workers();
@@ -140,7 +151,7 @@ void ThreadPool::worker_loop() {
 
 void ThreadPool::run(int64_t num_tasks, const std::function<void(int64_t)>& fn) {
   if (num_tasks <= 0) return;
-  if (num_tasks == 1 || in_pool_worker || !run_mu_.try_lock()) {
+  if (num_tasks == 1 || in_pool_worker || forked_child_.load() || !run_mu_.try_lock()) {
     for (int64_t t = 0; t < num_tasks; ++t) fn(t);
     return;
   }

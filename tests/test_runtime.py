@@ -132,3 +132,32 @@ def test_set_threadpool_switches_and_validates():
         pyquant.set_threadpool("openmp")
     with pytest.raises(ValueError, match="threadpool must be"):
         pyquant.set_threadpool("tbb")
+
+
+_FORK_SCRIPT = """
+import os, torch, pyquant
+from pyquant import ops
+pyquant.set_num_threads(2)
+a = torch.randint(0, 256, (256, 512), dtype=torch.uint8)
+b = torch.randint(-128, 128, (512, 512), dtype=torch.int8)
+r = ops.int8_matmul(a, b).numpy()  # the parent's pool (or OpenMP team) has run a job
+pid = os.fork()
+if pid == 0:
+    pyquant.set_num_threads(2)
+    ok = (ops.int8_matmul(a, b).numpy() == r).all()
+    print(pyquant.cpu_info()["threadpool"], flush=True)
+    os._exit(0 if ok else 3)
+_, status = os.waitpid(pid, 0)
+print(os.waitstatus_to_exitcode(status))
+"""
+
+
+@pytest.mark.parametrize("backend", ["openmp", "own"])
+def test_forked_child_runs_on_the_caller_and_does_not_hang(backend):
+    # Neither GNU OpenMP nor the parent's workers survive fork(); a hang here times out.
+    env = dict(os.environ, PYQUANT_THREADPOOL=backend)
+    out = subprocess.run([sys.executable, "-c", _FORK_SCRIPT], capture_output=True, text=True,
+                         env=env, check=True, cwd="/", timeout=120)
+    child_backend, exit_code = out.stdout.strip().splitlines()
+    assert child_backend == "caller (forked child)"
+    assert exit_code == "0"

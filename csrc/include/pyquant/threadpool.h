@@ -31,7 +31,8 @@ class ThreadPool {
   // on each other and never deadlock).
   void run(int64_t num_tasks, const std::function<void(int64_t)>& fn);
 
-  // "own", or the OpenMP library whose team runs the tasks ("libgomp.so.1", ...).
+  // "own", the OpenMP library whose team runs the tasks ("libgomp.so.1", ...), or
+  // "caller (forked child)" in a fork()ed child, where every call runs on the calling thread.
   const char* backend() const;
   // Borrow a loaded OpenMP runtime's team (the default) or always use our own workers.
   void set_use_openmp(bool use);
@@ -45,6 +46,7 @@ class ThreadPool {
 
   std::atomic<int> num_threads_{1};
   std::atomic<bool> use_openmp_{true};
+  std::atomic<bool> forked_child_{false};
   std::vector<std::thread> workers_;  // changed and read only under run_mu_
   std::mutex run_mu_;                 // one call at a time uses the workers
 
