@@ -18,7 +18,8 @@ namespace avx2 {
 namespace {
 
 constexpr int kMR = 4;
-constexpr int64_t kKC = 1024;  // multiple of 4
+constexpr int64_t kKC = 1024;      // k per block when few rows share a panel block in L1
+constexpr int64_t kKCMany = 2048;  // k per block, many rows: B block (k x kNC) stays in L2
 constexpr int64_t kFewRows = 32;  // up to this many rows, sweep B one panel at a time
 // Software prefetch distance in bytes of B (about 1.5 us of weights at memory speed).
 constexpr int64_t kPrefetch = 2048;
@@ -110,19 +111,25 @@ static void copy_a(const GemmArgs& g, int64_t i0, int mr, int64_t k0, int64_t kc
 }  // namespace
 
 void qu7qs8_gemm(const GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
-  alignas(32) uint8_t abuf[kMR * kKC];
+  alignas(32) uint8_t abuf[kMR * kKCMany];
   __m256i tile[2 * kMR];
   const int64_t K = g.K;
   // Few rows: B is read about once, so the time goes to streaming it in. Sweep one panel at a
   // time along K (one contiguous stream the prefetch runs ahead in) and let every row tile
   // reuse that 16 KB block from L1. Many rows: GotoBLAS blocks of kNC columns kept in L2.
-  const int64_t nc = m1 - m0 <= kFewRows ? kGemmNR : kNC;
+  const bool few = m1 - m0 <= kFewRows;
+  // Equal k blocks of at most kc_max: K = 1536 is one block, not 1024 + 512 (each extra block
+  // costs a pass of partial sums through the output).
+  const int64_t kc_max = few ? kKC : kKCMany;
+  const int64_t k_blocks = K > 0 ? (K + kc_max - 1) / kc_max : 1;
+  const int64_t kcb = ((K + k_blocks - 1) / k_blocks + 3) / 4 * 4;
+  const int64_t nc = few ? kGemmNR : kNC;
   for (int64_t nb = n0; nb < n1; nb += nc) {
     const int64_t nb_end = nb + nc < n1 ? nb + nc : n1;
-    for (int64_t k0 = 0; k0 < K || (K == 0 && k0 == 0); k0 += kKC) {
-      const int64_t kc = K - k0 < kKC ? K - k0 : kKC;
+    for (int64_t k0 = 0; k0 < K || (K == 0 && k0 == 0); k0 += kcb) {
+      const int64_t kc = K - k0 < kcb ? K - k0 : kcb;
       const int64_t kc4 = (kc + 3) / 4 * 4;
-      const bool first = k0 == 0, last = k0 + kKC >= K;
+      const bool first = k0 == 0, last = k0 + kcb >= K;
       for (int64_t i0 = m0; i0 < m1; i0 += kMR) {
         const int mr = static_cast<int>(m1 - i0 < kMR ? m1 - i0 : kMR);
         // Whole quads are read straight from A; only a ragged K tail needs a zero-padded copy.
