@@ -45,10 +45,14 @@ def _pooled(model, batch):
         return nn.functional.normalize((out * mask).sum(1) / mask.sum(1), dim=-1)
 
 
-@pytest.mark.parametrize("impl", ["pyquant", "pyquant_per_row7", "torch_dynamic_int8", "torch_fp32"])
+@pytest.mark.parametrize("impl", ["pyquant", "pyquant_per_row7", "pyquant_own_threadpool",
+                                  "torch_dynamic_int8", "torch_fp32"])
 def test_encoder(benchmark, run_bench, bench_threads, encoder, impl):
     models, batch = encoder
-    model = models[impl]
+    # pyquant_own_threadpool: the default model on pyquant's own workers instead of torch's
+    # OpenMP team (shows what borrowing the team is worth when torch ops run in between).
+    pyquant.set_threadpool("own" if impl == "pyquant_own_threadpool" else "openmp")
+    model = models["pyquant" if impl == "pyquant_own_threadpool" else impl]
     ref = _pooled(models["torch_fp32"], batch)
     benchmark.extra_info["min_cosine_vs_fp32"] = float((ref * _pooled(model, batch)).sum(-1).min())
     benchmark.group = f"encoder MiniLM-L6 batch=8 seq=128 threads={bench_threads}"

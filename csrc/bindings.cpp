@@ -36,6 +36,7 @@ PYBIND11_MODULE(_C, m) {
     info["features"] = features;
     info["kernels"] = kernel_names;
     info["num_threads"] = ThreadPool::global().num_threads();
+    info["threadpool"] = ThreadPool::global().backend();
     return info;
   });
 
@@ -63,6 +64,15 @@ PYBIND11_MODULE(_C, m) {
       },
       py::arg("n"));
   m.def("get_num_threads", [] { return ThreadPool::global().num_threads(); });
+  m.def(
+      "set_threadpool",
+      [](const std::string& kind) {
+        require(kind == "openmp" || kind == "own",
+                "threadpool must be 'openmp' or 'own', got '" + kind + "'");
+        py::gil_scoped_release release;
+        ThreadPool::global().set_use_openmp(kind == "openmp");
+      },
+      py::arg("kind"));
 
 
   m.def(

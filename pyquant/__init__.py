@@ -10,14 +10,15 @@ import os as _os
 import warnings as _warnings
 
 from pyquant import _C
-from pyquant._runtime import cpu_info, get_num_threads, set_isa, set_num_threads, supported_isas
+from pyquant._runtime import (cpu_info, get_num_threads, set_isa, set_num_threads, set_threadpool,
+                              supported_isas)
 from pyquant import ops, reference
 from pyquant import nn, prune
 from pyquant.api import Int8DynamicConfig, Int8StaticConfig, quantize_
 from pyquant.api_sparse import sparsify_
 
 __all__ = ["cpu_info", "get_num_threads", "ops", "reference", "set_isa", "set_num_threads",
-           "supported_isas", "nn", "prune", "Int8DynamicConfig", "Int8StaticConfig", "quantize_",
+           "set_threadpool", "supported_isas", "nn", "prune", "Int8DynamicConfig", "Int8StaticConfig", "quantize_",
            "sparsify_"]
 __version__ = "0.1.0"
 

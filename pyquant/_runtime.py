@@ -15,7 +15,8 @@ def cpu_info() -> dict:
     Returns:
         dict with ``detected_isa`` (the best the CPU and OS support), ``isa`` (the one in use),
         ``supported_isas`` (every level that can be forced),
-        ``features`` (cpuid flags), ``kernels`` (op name -> kernel name) and ``num_threads``.
+        ``features`` (cpuid flags), ``kernels`` (op name -> kernel name), ``num_threads`` and
+        ``threadpool`` (``"own"`` or the OpenMP library whose team runs the work).
     """
     _sync_threads()
     info = _C.cpu_info()
@@ -53,6 +54,24 @@ def set_num_threads(n: int) -> None:
         raise ValueError(f"num_threads must be an int >= 1, got {n!r}")
     _C.set_num_threads(n)
     _threads_set_by_user = True
+
+
+def set_threadpool(kind: str) -> None:
+    """Choose who runs pyquant's parallel work.
+
+    ``"openmp"`` (the default): when the process has an OpenMP runtime loaded (torch's), run on
+    its thread team. Its workers spin for a while after every torch op; pyquant's own workers
+    would compete with them for the same cores, so borrowing them is much faster in models that
+    mix torch ops and pyquant layers. Without a loaded runtime this falls back to ``"own"``.
+    ``"own"``: pyquant's persistent workers. ``PYQUANT_THREADPOOL=own`` sets this at import.
+    ``cpu_info()["threadpool"]`` tells which one runs.
+
+    Raises:
+        ValueError: any other name.
+    """
+    if kind not in ("openmp", "own"):
+        raise ValueError(f"threadpool must be 'openmp' or 'own', got {kind!r}")
+    _C.set_threadpool(kind)
 
 
 def get_num_threads() -> int:

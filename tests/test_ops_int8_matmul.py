@@ -12,8 +12,9 @@ from hypothesis import strategies as st
 import pyquant
 from pyquant import ops, reference
 
-# Rows: 0..5 (the GEMV shapes and the 4-row AVX2 / 6-row AVX-512 tiles), 7, 13 (two tiles + tail).
-MS = [0, 1, 2, 3, 4, 5, 6, 7, 13]
+# Rows: 0..5 (the GEMV shapes and the 4-row AVX2 / 6-row AVX-512 tiles), 7, 13 (two tiles + tail),
+# 33 (past the AVX2 few-rows path that widens A once and sweeps one panel at a time).
+MS = [0, 1, 2, 3, 4, 5, 6, 7, 13, 33]
 # K: odd, below/above the 4-groups, and past the 512 k-block (partial sums kept between blocks).
 KS = [1, 3, 4, 5, 31, 64, 513, 1030]
 # N: odd, the 8-column AVX2 half, the 16-column panel and its tails, past the 256-column block.
@@ -122,7 +123,8 @@ def test_kernel_names_in_cpu_info(isa):
     assert pyquant.cpu_info()["kernels"]["qu8qs8_gemm"] == f"qu8qs8_gemm__{isa}"
 
 
-@pytest.mark.parametrize("m", [1, 3, 4, 5, 9])
+# Up to 32 rows the AVX2 kernel sweeps one panel at a time, above it blocks of 256 columns.
+@pytest.mark.parametrize("m", [1, 3, 4, 5, 9, 32, 33, 45])
 @pytest.mark.parametrize("k", [1, 5, 1030, 2051])
 @pytest.mark.parametrize("n", [1, 9, 16, 17, 270])
 def test_7bit_activation_kernel_matches_reference(isa, m, k, n):

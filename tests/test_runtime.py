@@ -85,3 +85,79 @@ def test_concurrent_callers_get_serial_results():
         parallel = list(pool.map(lambda x: pyquant.ops.quantize(x, 0.02), xs * 4))
     for i, q in enumerate(parallel):
         assert torch.equal(q, serial[i % 8])
+
+
+_BACKEND_SCRIPT = """
+import torch, pyquant
+from pyquant import ops
+torch.manual_seed(0)
+pyquant.set_num_threads(2)
+a = torch.randint(0, 256, (64, 300), dtype=torch.uint8)
+b = torch.randint(-128, 128, (300, 520), dtype=torch.int8)
+x = torch.randn(3000, 700)
+y = ops.quantize(x, torch.rand(3000) + 0.01, 0, axis=0, dtype=torch.int8)
+print(pyquant.cpu_info()["threadpool"], int(ops.int8_matmul(a, b, 7).sum()), int(y.int().sum()))
+"""
+
+
+def _backend_run(env_value):
+    env = {k: v for k, v in os.environ.items() if k != "PYQUANT_THREADPOOL"}
+    if env_value is not None:
+        env["PYQUANT_THREADPOOL"] = env_value
+    out = subprocess.run([sys.executable, "-c", _BACKEND_SCRIPT], capture_output=True, text=True,
+                         env=env, check=True, cwd="/")
+    backend, *sums = out.stdout.split()
+    return backend, sums
+
+
+def test_pool_runs_on_torchs_openmp_team_with_the_same_results():
+    # torch's OpenMP team is already loaded (torch is imported first): the pool borrows it,
+    # unless PYQUANT_THREADPOOL=own. Both must compute the same thing on 2 threads.
+    default_backend, default_sums = _backend_run(None)
+    own_backend, own_sums = _backend_run("own")
+    assert own_backend == "own"
+    if "OpenMP" in torch.__config__.parallel_info():
+        assert default_backend != "own"
+    assert default_sums == own_sums
+
+
+def test_set_threadpool_switches_and_validates():
+    try:
+        pyquant.set_threadpool("own")
+        assert pyquant.cpu_info()["threadpool"] == "own"
+        pyquant.set_threadpool("openmp")
+        if "OpenMP" in torch.__config__.parallel_info():
+            assert pyquant.cpu_info()["threadpool"] != "own"
+    finally:
+        pyquant.set_threadpool("openmp")
+    with pytest.raises(ValueError, match="threadpool must be"):
+        pyquant.set_threadpool("tbb")
+
+
+_FORK_SCRIPT = """
+import os, torch, pyquant
+from pyquant import ops
+pyquant.set_num_threads(2)
+a = torch.randint(0, 256, (256, 512), dtype=torch.uint8)
+b = torch.randint(-128, 128, (512, 512), dtype=torch.int8)
+r = ops.int8_matmul(a, b).numpy()  # the parent's pool (or OpenMP team) has run a job
+pid = os.fork()
+if pid == 0:
+    pyquant.set_num_threads(2)
+    ok = (ops.int8_matmul(a, b).numpy() == r).all()
+    print(pyquant.cpu_info()["threadpool"], flush=True)
+    os._exit(0 if ok else 3)
+_, status = os.waitpid(pid, 0)
+print(os.waitstatus_to_exitcode(status))
+"""
+
+
+@pytest.mark.parametrize("backend", ["openmp", "own"])
+def test_forked_child_runs_on_the_caller_and_does_not_hang(backend):
+    # Neither GNU OpenMP nor the parent's workers survive fork(); a hang here times out.
+    env = dict(os.environ, PYQUANT_THREADPOOL=backend)
+    out = subprocess.run([sys.executable, "-c", _FORK_SCRIPT], capture_output=True, text=True,
+                         env=env, check=True, cwd="/", timeout=120)
+    child_backend, exit_code = out.stdout.strip().splitlines()
+    assert child_backend == "caller (forked child)"
+    assert exit_code == "0"

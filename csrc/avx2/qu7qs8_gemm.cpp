@@ -18,7 +18,11 @@ namespace avx2 {
 namespace {
 
 constexpr int kMR = 4;
-constexpr int64_t kKC = 1024;  // multiple of 4
+constexpr int64_t kKC = 1024;      // k per block when few rows share a panel block in L1
+constexpr int64_t kKCMany = 2048;  // k per block, many rows: B block (k x kNC) stays in L2
+constexpr int64_t kFewRows = 32;  // up to this many rows, sweep B one panel at a time
+// Software prefetch distance in bytes of B (about 1.5 us of weights at memory speed).
+constexpr int64_t kPrefetch = 2048;
 constexpr int64_t kNC = 256;   // multiple of 16
 
 template <int MR>
@@ -42,6 +46,7 @@ static inline void ukernel7(const uint8_t* a, int64_t astride, const int8_t* b, 
   for (int64_t q = 0; q < kg; ++q) {
     const __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b));       // cols 0-7
     const __m256i w1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 32));  // 8-15
+    _mm_prefetch(reinterpret_cast<const char*>(b + kPrefetch), _MM_HINT_T0);
     b += kGemmNR * kGemmKR;
     PYQUANT_ROW7(0) PYQUANT_ROW7(1) PYQUANT_ROW7(2) PYQUANT_ROW7(3)
   }
@@ -106,25 +111,42 @@ static void copy_a(const GemmArgs& g, int64_t i0, int mr, int64_t k0, int64_t kc
 }  // namespace
 
 void qu7qs8_gemm(const GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
-  alignas(32) uint8_t abuf[kMR * kKC];
+  alignas(32) uint8_t abuf[kMR * kKCMany];
   __m256i tile[2 * kMR];
   const int64_t K = g.K;
-  for (int64_t nb = n0; nb < n1; nb += kNC) {
-    const int64_t nb_end = nb + kNC < n1 ? nb + kNC : n1;
-    for (int64_t k0 = 0; k0 < K || (K == 0 && k0 == 0); k0 += kKC) {
-      const int64_t kc = K - k0 < kKC ? K - k0 : kKC;
+  // Few rows: B is read about once, so the time goes to streaming it in. Sweep one panel at a
+  // time along K (one contiguous stream the prefetch runs ahead in) and let every row tile
+  // reuse that 16 KB block from L1. Many rows: GotoBLAS blocks of kNC columns kept in L2.
+  const bool few = m1 - m0 <= kFewRows;
+  // Equal k blocks of at most kc_max: K = 1536 is one block, not 1024 + 512 (each extra block
+  // costs a pass of partial sums through the output).
+  const int64_t kc_max = few ? kKC : kKCMany;
+  const int64_t k_blocks = K > 0 ? (K + kc_max - 1) / kc_max : 1;
+  const int64_t kcb = ((K + k_blocks - 1) / k_blocks + 3) / 4 * 4;
+  const int64_t nc = few ? kGemmNR : kNC;
+  for (int64_t nb = n0; nb < n1; nb += nc) {
+    const int64_t nb_end = nb + nc < n1 ? nb + nc : n1;
+    for (int64_t k0 = 0; k0 < K || (K == 0 && k0 == 0); k0 += kcb) {
+      const int64_t kc = K - k0 < kcb ? K - k0 : kcb;
       const int64_t kc4 = (kc + 3) / 4 * 4;
-      const bool first = k0 == 0, last = k0 + kKC >= K;
+      const bool first = k0 == 0, last = k0 + kcb >= K;
       for (int64_t i0 = m0; i0 < m1; i0 += kMR) {
         const int mr = static_cast<int>(m1 - i0 < kMR ? m1 - i0 : kMR);
-        copy_a(g, i0, mr, k0, kc, kc4, abuf);
+        // Whole quads are read straight from A; only a ragged K tail needs a zero-padded copy.
+        const uint8_t* a = g.a + i0 * g.lda + k0;
+        int64_t astride = g.lda;
+        if (kc != kc4) {
+          copy_a(g, i0, mr, k0, kc, kc4, abuf);
+          a = abuf;
+          astride = kc4;
+        }
         for (int64_t n = nb; n < nb_end; n += kGemmNR) {
           const int8_t* b = g.b + (n / kGemmNR) * g.Kp * kGemmNR + (k0 / 4) * (kGemmNR * kGemmKR);
           switch (mr) {
-            case 1: ukernel7<1>(abuf, kc4, b, kc4 / 4, tile); break;
-            case 2: ukernel7<2>(abuf, kc4, b, kc4 / 4, tile); break;
-            case 3: ukernel7<3>(abuf, kc4, b, kc4 / 4, tile); break;
-            default: ukernel7<4>(abuf, kc4, b, kc4 / 4, tile); break;
+            case 1: ukernel7<1>(a, astride, b, kc4 / 4, tile); break;
+            case 2: ukernel7<2>(a, astride, b, kc4 / 4, tile); break;
+            case 3: ukernel7<3>(a, astride, b, kc4 / 4, tile); break;
+            default: ukernel7<4>(a, astride, b, kc4 / 4, tile); break;
           }
           const int64_t cols = nb_end - n;
           for (int r = 0; r < mr; ++r) {

@@ -8,6 +8,7 @@
 // stay in L2 across the row blocks). Partial sums between k blocks live in the output itself.
 #include <immintrin.h>
 
+#include <cstdlib>
 #include <cstring>
 
 #include "pyquant/gemm.h"
@@ -19,6 +20,8 @@ namespace {
 constexpr int kMR = 4;  // 8 accumulators + 2 weights + broadcast + product: no spills
 constexpr int64_t kKC = 512;  // multiple of 4
 constexpr int64_t kNC = 256;  // multiple of 16
+constexpr int64_t kFewRows = 32;    // up to this many rows, sweep B one panel at a time
+constexpr int64_t kPrefetch = 2048;  // software prefetch distance in bytes of B
 
 // acc[r] (8 columns) for r < MR over kg k-groups. a: int16 rows of stride astride (elements),
 // b: the 8-column half of a panel (k-groups 64 bytes apart).
@@ -46,6 +49,7 @@ static inline void ukernel(const int16_t* a, int64_t astride, const int8_t* b, i
     const __m256i w0 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b)));
     const __m256i w1 =
         _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 16)));
+    _mm_prefetch(reinterpret_cast<const char*>(b + kPrefetch), _MM_HINT_T0);
     b += kGemmNR * kGemmKR;
     PYQUANT_ROW(0) PYQUANT_ROW(1) PYQUANT_ROW(2) PYQUANT_ROW(3) PYQUANT_ROW(4) PYQUANT_ROW(5)
   }
@@ -122,23 +126,36 @@ void qu8qs8_gemm(const GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int64_t 
   alignas(32) int16_t abuf[kMR * kKC];
   __m256i tile[kMR];
   const int64_t K = g.K;
-  for (int64_t nb = n0; nb < n1; nb += kNC) {
-    const int64_t nb_end = nb + kNC < n1 ? nb + kNC : n1;
+  const int64_t K4 = (K + 3) / 4 * 4;
+  // Few rows: B is read about once, so the time goes to streaming it in. Widen those rows of
+  // A once, then sweep one panel at a time along K (one contiguous stream the prefetch runs
+  // ahead in; the second 8-column half finds it in L1). Many rows: GotoBLAS blocks of kNC
+  // columns kept in L2, A widened per block. If the buffer cannot be had, take the blocked path.
+  int16_t* wide = nullptr;
+  if (m1 - m0 <= kFewRows) {
+    wide = static_cast<int16_t*>(std::malloc(static_cast<size_t>((m1 - m0) * K4) * sizeof(int16_t)));
+    if (wide) widen_a(g, m0, static_cast<int>(m1 - m0), 0, K, K4, wide);
+  }
+  const int64_t nc = wide ? kGemmNR : kNC;
+  for (int64_t nb = n0; nb < n1; nb += nc) {
+    const int64_t nb_end = nb + nc < n1 ? nb + nc : n1;
     for (int64_t k0 = 0; k0 < K || (K == 0 && k0 == 0); k0 += kKC) {
       const int64_t kc = K - k0 < kKC ? K - k0 : kKC;
       const int64_t kc4 = (kc + 3) / 4 * 4;
       const bool first = k0 == 0, last = k0 + kKC >= K;
       for (int64_t i0 = m0; i0 < m1; i0 += kMR) {
         const int mr = static_cast<int>(m1 - i0 < kMR ? m1 - i0 : kMR);
-        widen_a(g, i0, mr, k0, kc, kc4, abuf);
+        const int16_t* a = wide ? wide + (i0 - m0) * K4 + k0 : abuf;
+        const int64_t astride = wide ? K4 : kc4;
+        if (!wide) widen_a(g, i0, mr, k0, kc, kc4, abuf);
         for (int64_t n = nb; n < nb_end; n += 8) {
           const int8_t* b = g.b + (n / kGemmNR) * g.Kp * kGemmNR + (k0 / 4) * (kGemmNR * kGemmKR) +
                             (n % kGemmNR) / 8 * 32;
           switch (mr) {
-            case 1: ukernel<1>(abuf, kc4, b, kc4 / 4, tile); break;
-            case 2: ukernel<2>(abuf, kc4, b, kc4 / 4, tile); break;
-            case 3: ukernel<3>(abuf, kc4, b, kc4 / 4, tile); break;
-            default: ukernel<4>(abuf, kc4, b, kc4 / 4, tile); break;
+            case 1: ukernel<1>(a, astride, b, kc4 / 4, tile); break;
+            case 2: ukernel<2>(a, astride, b, kc4 / 4, tile); break;
+            case 3: ukernel<3>(a, astride, b, kc4 / 4, tile); break;
+            default: ukernel<4>(a, astride, b, kc4 / 4, tile); break;
           }
           const int64_t cols = nb_end - n < 8 ? nb_end - n : 8;
           for (int r = 0; r < mr; ++r) finish_row(g, tile[r], i0 + r, n, cols, first, last);
@@ -147,6 +164,7 @@ void qu8qs8_gemm(const GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int64_t 
       if (K == 0) break;
     }
   }
+  std::free(wide);
 }
 
 }  // namespace avx2

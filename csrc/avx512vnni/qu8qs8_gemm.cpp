@@ -1,7 +1,9 @@
 // AVX-512 VNNI u8 x s8 -> s32 GEMM, 6 x 16 register tile: vpdpbusd multiplies u8 activation
 // quads by s8 weight quads straight from the packed layout (no widening, no int16 stage).
-// Same blocking as the AVX2 kernel (see csrc/avx2/qu8qs8_gemm.cpp). Compiled and dispatched on
-// AVX-512 machines; the development machine has no AVX-512, so this path is untested there.
+// Same blocking as the AVX2 7-bit kernel (see csrc/avx2/qu7qs8_gemm.cpp: few rows sweep one
+// panel at a time with software prefetch, many rows use L2 blocks of B). Compiled and
+// dispatched on VNNI machines; the development machine has no AVX-512, so this path is
+// verified only under emulation (tests/test_emulated_isa.py) and its speed is unmeasured.
 #include <immintrin.h>
 
 #include <cstring>
@@ -13,8 +15,11 @@ namespace avx512vnni {
 namespace {
 
 constexpr int kMR = 6;
-constexpr int64_t kKC = 512;
+constexpr int64_t kKC = 1024;      // k per block when few rows share a panel block in L1
+constexpr int64_t kKCMany = 2048;  // k per block, many rows: B block (k x kNC) stays in L2
 constexpr int64_t kNC = 256;
+constexpr int64_t kFewRows = 32;
+constexpr int64_t kPrefetch = 2048;  // software prefetch distance in bytes of B
 
 template <int MR>
 static inline void ukernel(const uint8_t* a, int64_t astride, const int8_t* b, int64_t kg,
@@ -23,6 +28,7 @@ static inline void ukernel(const uint8_t* a, int64_t astride, const int8_t* b, i
   for (int r = 0; r < MR; ++r) acc[r] = _mm512_setzero_si512();
   for (int64_t q = 0; q < kg; ++q) {
     const __m512i w = _mm512_loadu_si512(b);  // 16 columns x 4 k
+    _mm_prefetch(reinterpret_cast<const char*>(b + kPrefetch), _MM_HINT_T0);
     b += kGemmNR * kGemmKR;
     for (int r = 0; r < MR; ++r) {
       int32_t quad;
@@ -82,27 +88,39 @@ static void copy_a(const GemmArgs& g, int64_t i0, int mr, int64_t k0, int64_t kc
 }  // namespace
 
 void qu8qs8_gemm(const GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
-  alignas(64) uint8_t abuf[kMR * kKC];
+  alignas(64) uint8_t abuf[kMR * kKCMany];
   __m512i tile[kMR];
   const int64_t K = g.K;
-  for (int64_t nb = n0; nb < n1; nb += kNC) {
-    const int64_t nb_end = nb + kNC < n1 ? nb + kNC : n1;
-    for (int64_t k0 = 0; k0 < K || (K == 0 && k0 == 0); k0 += kKC) {
-      const int64_t kc = K - k0 < kKC ? K - k0 : kKC;
+  const bool few = m1 - m0 <= kFewRows;
+  const int64_t kc_max = few ? kKC : kKCMany;
+  const int64_t k_blocks = K > 0 ? (K + kc_max - 1) / kc_max : 1;
+  const int64_t kcb = ((K + k_blocks - 1) / k_blocks + 3) / 4 * 4;  // equal blocks
+  const int64_t nc = few ? kGemmNR : kNC;
+  for (int64_t nb = n0; nb < n1; nb += nc) {
+    const int64_t nb_end = nb + nc < n1 ? nb + nc : n1;
+    for (int64_t k0 = 0; k0 < K || (K == 0 && k0 == 0); k0 += kcb) {
+      const int64_t kc = K - k0 < kcb ? K - k0 : kcb;
       const int64_t kc4 = (kc + 3) / 4 * 4;
-      const bool first = k0 == 0, last = k0 + kKC >= K;
+      const bool first = k0 == 0, last = k0 + kcb >= K;
       for (int64_t i0 = m0; i0 < m1; i0 += kMR) {
         const int mr = static_cast<int>(m1 - i0 < kMR ? m1 - i0 : kMR);
-        copy_a(g, i0, mr, k0, kc, kc4, abuf);
+        // Whole quads are read straight from A; only a ragged K tail needs a zero-padded copy.
+        const uint8_t* a = g.a + i0 * g.lda + k0;
+        int64_t astride = g.lda;
+        if (kc != kc4) {
+          copy_a(g, i0, mr, k0, kc, kc4, abuf);
+          a = abuf;
+          astride = kc4;
+        }
         for (int64_t n = nb; n < nb_end; n += kGemmNR) {
           const int8_t* b = g.b + (n / kGemmNR) * g.Kp * kGemmNR + (k0 / 4) * (kGemmNR * kGemmKR);
           switch (mr) {
-            case 1: ukernel<1>(abuf, kc4, b, kc4 / 4, tile); break;
-            case 2: ukernel<2>(abuf, kc4, b, kc4 / 4, tile); break;
-            case 3: ukernel<3>(abuf, kc4, b, kc4 / 4, tile); break;
-            case 4: ukernel<4>(abuf, kc4, b, kc4 / 4, tile); break;
-            case 5: ukernel<5>(abuf, kc4, b, kc4 / 4, tile); break;
-            default: ukernel<6>(abuf, kc4, b, kc4 / 4, tile); break;
+            case 1: ukernel<1>(a, astride, b, kc4 / 4, tile); break;
+            case 2: ukernel<2>(a, astride, b, kc4 / 4, tile); break;
+            case 3: ukernel<3>(a, astride, b, kc4 / 4, tile); break;
+            case 4: ukernel<4>(a, astride, b, kc4 / 4, tile); break;
+            case 5: ukernel<5>(a, astride, b, kc4 / 4, tile); break;
+            default: ukernel<6>(a, astride, b, kc4 / 4, tile); break;
           }
           const int64_t cols = nb_end - n < kGemmNR ? nb_end - n : kGemmNR;
           for (int r = 0; r < mr; ++r) finish_row(g, tile[r], i0 + r, n, cols, first, last);

@@ -201,7 +201,10 @@ void check_sparse() {
 // output bit-exact, fp32 epilogue within rounding. B packed as documented in gemm.h.
 void check_gemm() {
   const int64_t shapes[][3] = {{1, 4, 16}, {3, 7, 5}, {5, 33, 17}, {8, 64, 32}, {13, 130, 47},
-                               {4, 1000, 40}, {17, 600, 300}};
+                               {4, 1000, 40}, {17, 600, 300},
+                               // few rows over several k blocks with a ragged tail; many rows
+                               // (> 32) over equal k blocks with a ragged tail
+                               {2, 2500, 18}, {33, 1030, 33}, {40, 2051, 20}};
   for (const auto& sh : shapes) {
     for (int worst = 0; worst < 2; ++worst) {
       const int64_t m = sh[0], k = sh[1], n = sh[2];

@@ -1,5 +1,7 @@
 // A small persistent thread pool. Kernels never own threads: ops split their work into tasks
-// and the pool runs them. No OpenMP: torch ships its own runtime and two would fight.
+// and the pool runs them. We never link an OpenMP runtime (torch ships its own and two would
+// fight), but when one is already loaded in the process the pool runs its tasks on that
+// runtime's team (see threadpool.cpp; PYQUANT_THREADPOOL=own opts out).
 #pragma once
 
 #include <atomic>
@@ -29,14 +31,22 @@ class ThreadPool {
   // on each other and never deadlock).
   void run(int64_t num_tasks, const std::function<void(int64_t)>& fn);
 
+  // "own", the OpenMP library whose team runs the tasks ("libgomp.so.1", ...), or
+  // "caller (forked child)" in a fork()ed child, where every call runs on the calling thread.
+  const char* backend() const;
+  // Borrow a loaded OpenMP runtime's team (the default) or always use our own workers.
+  void set_use_openmp(bool use);
+
  private:
-  ThreadPool() = default;
+  ThreadPool();
   void start_workers(int n);
   void stop_workers();
   void worker_loop();
   void drain();
 
   std::atomic<int> num_threads_{1};
+  std::atomic<bool> use_openmp_{true};
+  std::atomic<bool> forked_child_{false};
   std::vector<std::thread> workers_;  // changed and read only under run_mu_
   std::mutex run_mu_;                 // one call at a time uses the workers
 
