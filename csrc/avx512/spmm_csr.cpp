@@ -55,12 +55,12 @@ static inline __m512i load_idx16(const uint16_t* p) {
 static inline __m512i load_idx16(const int32_t* p) { return _mm512_loadu_si512(p); }
 
 template <typename I>
-void spmv(const SparseMatrix* w, const I* idx, int64_t n0, int64_t n1, const float* x, float* y,
-          const float* bias) {
+void spmv(const SparseMatrix* w, const I* idx, int64_t n0, int64_t n1, const int64_t* begin,
+          const int64_t* end_p, const float* x, float* y, const float* bias, bool accumulate) {
   const auto* values = static_cast<const float*>(w->values);
   for (int64_t n = n0; n < n1; ++n) {
-    int64_t p = w->row_ptr[n];
-    const int64_t end = w->row_ptr[n + 1];
+    int64_t p = begin[n];
+    const int64_t end = end_p[n];
     __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
     for (; p + 32 <= end; p += 32) {
       a0 = _mm512_fmadd_ps(_mm512_loadu_ps(values + p),
@@ -70,7 +70,7 @@ void spmv(const SparseMatrix* w, const I* idx, int64_t n0, int64_t n1, const flo
     }
     float s = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
     for (; p < end; ++p) s += values[p] * x[idx[p]];
-    y[n] = s + (bias ? bias[n] : 0.0f);
+    y[n] = (accumulate ? y[n] : 0.0f) + s + (bias ? bias[n] : 0.0f);
   }
 }
 
@@ -120,10 +120,11 @@ void f32_spmm_csr(const SparseMatrix* w, int64_t n0, int64_t n1, const int64_t* 
   else spmm32(v, w->idx32, n0, n1, begin, end, stride, panel, yt, accumulate);
 }
 
-void f32_spmv_csr(const SparseMatrix* w, int64_t n0, int64_t n1, const float* x, float* y,
-                  const float* bias) {
-  if (w->idx16) spmv(w, w->idx16, n0, n1, x, y, bias);
-  else spmv(w, w->idx32, n0, n1, x, y, bias);
+void f32_spmv_csr(const SparseMatrix* w, int64_t n0, int64_t n1, const int64_t* begin,
+                  const int64_t* end, const float* x, float* y, const float* bias,
+                  bool accumulate) {
+  if (w->idx16) spmv(w, w->idx16, n0, n1, begin, end, x, y, bias, accumulate);
+  else spmv(w, w->idx32, n0, n1, begin, end, x, y, bias, accumulate);
 }
 
 void qs16_spmm_csr(const SparseMatrix* w, int64_t n0, int64_t n1, const int64_t* begin,

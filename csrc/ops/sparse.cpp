@@ -101,31 +101,35 @@ int64_t tasks_for(const SparseMatrix& w, int64_t m) {
   return std::min<int64_t>(num_tasks_for(macs, kGrainMacs), std::max<int64_t>(w.n, 1));
 }
 
+// The (begin, end) pointer pair of K block b for the kernels (stride 1): plain CSR is one
+// block over row_ptr; block-major packs have block_ptr[b * (N + 1) + n].
+inline const int64_t* block_base(const SparseMatrix& w, const SparseBlocks& blocks, int64_t b) {
+  return blocks.block_ptr != nullptr ? blocks.block_ptr + b * (w.n + 1) : w.row_ptr;
+}
+inline int64_t block_count(const SparseBlocks& blocks) {
+  return blocks.block_ptr != nullptr ? blocks.num_blocks : 1;
+}
+
 // Runs kernel(n0, n1, begin, end, stride, panel, width, tile, accumulate) over every panel and
 // K block for each task's rows, then finish(task rows, panel, tile) converts the tile.
+// Per panel, blocks outer and rows inner: the weight stream is read sequentially (the pack
+// stores it block-major), one K block of the panel stays in L1/L2 while every row uses it,
+// and the task's tile (rows x 32 floats) is read and written sequentially once per block.
 template <typename A, typename P, typename Kernel, typename Finish>
 void run_blocked(const SparseMatrix& w, const SparseBlocks& blocks, int64_t m,
                  const std::vector<Panel>& panels, const P* panel_buf, A* tiles, Kernel kernel,
                  Finish finish) {
   const int64_t tasks = tasks_for(w, m);
   const std::vector<int64_t> bounds = balanced_rows(w, tasks);
-  const bool blocked = blocks.block_ptr != nullptr && blocks.num_blocks > 1;
-  const int64_t nb = blocked ? blocks.num_blocks : 1;
-  const int64_t* base = blocked ? blocks.block_ptr : w.row_ptr;
-  const int64_t stride = blocked ? nb + 1 : 1;
+  const int64_t nb = block_count(blocks);
   ThreadPool::global().run(tasks, [&](int64_t t) {
     const int64_t n0 = bounds[t], n1 = bounds[t + 1];
     if (n0 >= n1) return;
     for (const Panel& p : panels) {
       A* tile = tiles + p.m0 * w.n;  // every earlier panel is 32 wide
-      // Rows in chunks whose tile (<= 64 KB) stays in L2 next to the K block of the panel,
-      // so the next block's pass re-reads the tile from L2 instead of L3.
-      const int64_t chunk = nb > 1 ? std::max<int64_t>(16, (64 * 1024) / (p.width * 4)) : n1 - n0;
-      for (int64_t c0 = n0; c0 < n1; c0 += chunk) {
-        const int64_t c1 = std::min(n1, c0 + chunk);
-        for (int64_t b = 0; b < nb; ++b)
-          kernel(c0, c1, base + b, base + b + 1, stride, panel_buf + p.offset, p.width, tile,
-                 b > 0);
+      for (int64_t b = 0; b < nb; ++b) {
+        const int64_t* base = block_base(w, blocks, b);
+        kernel(n0, n1, base, base + 1, 1, panel_buf + p.offset, p.width, tile, b > 0);
       }
       finish(n0, n1, p, tile);
     }
@@ -153,8 +157,13 @@ void sparse_linear_f32(const SparseMatrix& w, const SparseBlocks& blocks, const 
   if (m == 1) {
     const int64_t tasks = tasks_for(w, m);
     const std::vector<int64_t> bounds = balanced_rows(w, tasks);
+    const int64_t nb = block_count(blocks);
     ThreadPool::global().run(tasks, [&](int64_t t) {
-      kt.f32_spmv_csr(&w, bounds[t], bounds[t + 1], x, y, bias);
+      for (int64_t b = 0; b < nb; ++b) {
+        const int64_t* base = block_base(w, blocks, b);
+        kt.f32_spmv_csr(&w, bounds[t], bounds[t + 1], base, base + 1, x, y,
+                        b == nb - 1 ? bias : nullptr, b > 0);
+      }
     });
     return;
   }

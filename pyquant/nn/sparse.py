@@ -112,7 +112,7 @@ class _SparseLinearBase(nn.Module):
         if all(k in present for k in ("row_ptr", "col_idx", "values")):
             try:
                 bp = present.get("block_ptr")
-                nb = 0 if bp is None else int(bp.shape[1]) - 1
+                nb = 0 if bp is None else (int(bp.shape[0]) if bp.ndim == 2 else 0)
                 k_block = 0 if bp is None else max(1, -(-self.in_features // max(nb, 1)))
                 packed = SparsePacked(
                     self.out_features, self.in_features,
