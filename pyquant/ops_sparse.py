@@ -380,8 +380,8 @@ def sparse_linear(x: TensorLike, packed: SparsePacked, bias: Optional[TensorLike
             y += torch.from_numpy(b)
         return y
     rp, ci, vals, scale, bp, nb = packed._arrays()
-    xn = _np(x).reshape(-1)
-    yn = _np(y).reshape(-1)
+    xn = _np(x)  # the binding checks sizes only: no reshape needed
+    yn = _np(y)
     if packed.dtype == torch.float32:
         _C.sparse_linear_f32(xn, rows, rp, ci, vals, packed.out_features, packed.in_features, b,
                              yn, bp, nb)

