@@ -95,11 +95,18 @@ static inline __m256 gather8(const float* x, const I* i) {
   return _mm256_insertf128_ps(_mm256_castps128_ps256(lo), hi, 1);
 }
 
-// M = 1: 16 nonzeros per step into two chains (x is K floats, L1 resident).
+// M = 1: 16 nonzeros per step into two chains (x is K floats, L1 resident). The last 1-7
+// entries of a run take one masked step instead of a scalar loop (whose unpredictable exit
+// cost a branch miss per run, and K-blocked packs have several runs per row): the step reads
+// the next entries of the stream, valid indices of other runs, and zeroes both factors of the
+// extra lanes, so Inf / NaN there cannot leak in. Only the last 7 entries of the whole
+// stream fall back to the scalar loop.
 template <typename I>
 void spmv(const SparseMatrix* w, const I* idx, int64_t n0, int64_t n1, const int64_t* begin,
           const int64_t* end_p, const float* x, float* y, const float* bias, bool accumulate) {
   const auto* values = static_cast<const float*>(w->values);
+  const int64_t total = w->row_ptr[w->n];
+  const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
   for (int64_t n = n0; n < n1; ++n) {
     int64_t p = begin[n];
     const int64_t end = end_p[n];
@@ -112,8 +119,16 @@ void spmv(const SparseMatrix* w, const I* idx, int64_t n0, int64_t n1, const int
       a0 = _mm256_fmadd_ps(_mm256_loadu_ps(values + p), gather8(x, idx + p), a0);
       p += 8;
     }
-    float s = hsum(_mm256_add_ps(a0, a1));
+    float s = 0.0f;
+    if (p < end && p + 8 <= total) {
+      const __m256 keep = _mm256_castsi256_ps(
+          _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int32_t>(end - p)), lanes));
+      a1 = _mm256_fmadd_ps(_mm256_and_ps(_mm256_loadu_ps(values + p), keep),
+                           _mm256_and_ps(gather8(x, idx + p), keep), a1);
+      p = end;
+    }
     for (; p < end; ++p) s += values[p] * x[idx[p]];
+    s += hsum(_mm256_add_ps(a0, a1));
     y[n] = (accumulate ? y[n] : 0.0f) + s + (bias ? bias[n] : 0.0f);
   }
 }

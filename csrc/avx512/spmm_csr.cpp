@@ -53,6 +53,12 @@ static inline __m512i load_idx16(const uint16_t* p) {
   return _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
 }
 static inline __m512i load_idx16(const int32_t* p) { return _mm512_loadu_si512(p); }
+static inline __m512i load_idx16_masked(__mmask16 m, const uint16_t* p) {
+  return _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p));
+}
+static inline __m512i load_idx16_masked(__mmask16 m, const int32_t* p) {
+  return _mm512_maskz_loadu_epi32(m, p);
+}
 
 template <typename I>
 void spmv(const SparseMatrix* w, const I* idx, int64_t n0, int64_t n1, const int64_t* begin,
@@ -68,8 +74,19 @@ void spmv(const SparseMatrix* w, const I* idx, int64_t n0, int64_t n1, const int
       a1 = _mm512_fmadd_ps(_mm512_loadu_ps(values + p + 16),
                            _mm512_i32gather_ps(load_idx16(idx + p + 16), x, 4), a1);
     }
-    float s = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
-    for (; p < end; ++p) s += values[p] * x[idx[p]];
+    if (p + 16 <= end) {
+      a0 = _mm512_fmadd_ps(_mm512_loadu_ps(values + p),
+                           _mm512_i32gather_ps(load_idx16(idx + p), x, 4), a0);
+      p += 16;
+    }
+    if (p < end) {
+      // 1-15 left: masked loads (lanes past the run are not read); their indices load as 0,
+      // so the gather reads x[0] there, and the zeroing move drops it (x[0] may be Inf).
+      const __mmask16 m = static_cast<__mmask16>((1u << (end - p)) - 1u);
+      const __m512 g = _mm512_i32gather_ps(load_idx16_masked(m, idx + p), x, 4);
+      a1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, values + p), _mm512_maskz_mov_ps(m, g), a1);
+    }
+    const float s = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
     y[n] = (accumulate ? y[n] : 0.0f) + s + (bias ? bias[n] : 0.0f);
   }
 }
