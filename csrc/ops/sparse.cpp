@@ -3,8 +3,9 @@
 //
 // Loop order per task (a range of output rows with about equal nonzeros):
 //   for each 32-column panel of M, for each K block, for each row: kernel -> yt[n][32]
-// The K block of the panel (<= 128 KB) stays in L2 while all rows stream over it; the
-// transposed tile yt is read and written sequentially. Then yt -> y[m][n] (+ epilogue).
+// The K block of the panel (<= 128 KB) stays in L1/L2 while all rows stream over it (the pack
+// stores the entries block-major, so the weight stream is sequential); the transposed tile yt
+// is read and written sequentially. Then yt -> y[m][n] (+ epilogue).
 #include <algorithm>
 #include <cstdint>
 #include <vector>

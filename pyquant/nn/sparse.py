@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from pyquant import _C, _runtime, ops
+from pyquant.nn._native_cache import NativeArgsCache
 from pyquant.ops_sparse import SparsePacked
 
 __all__ = ["SparseLinear", "SparseQuantLinear"]
@@ -22,7 +23,7 @@ __all__ = ["SparseLinear", "SparseQuantLinear"]
 _PACK_KEYS = ("row_ptr", "col_idx", "values", "scale", "block_ptr")
 
 
-class _SparseLinearBase(nn.Module):
+class _SparseLinearBase(NativeArgsCache):
     _dtype = torch.float32
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True) -> None:
@@ -60,16 +61,6 @@ class _SparseLinearBase(nn.Module):
                 fn, pre = _C.sparse_linear_q8, (rp, ci, vals, scale, n, k, bias)
             self._native = (fn, pre, bp, nb)
         return self._native
-
-    def _apply(self, fn, *args, **kwargs):
-        self._native = None
-        return super()._apply(fn, *args, **kwargs)
-
-    def __getstate__(self):
-        # numpy views must not outlive (or be copied apart from) the tensors they view.
-        state = self.__dict__.copy()
-        state["_native"] = None
-        return state
 
     def _set_packed(self, packed: SparsePacked) -> None:
         self._native = None
