@@ -1,8 +1,9 @@
 """Sparse linear ops (re-exported by :mod:`pyquant.ops`).
 
 A pruned weight ``W [N, K]`` is packed once by :func:`sparse_pack` into :class:`SparsePacked`
-(CSR over the N output rows with narrow column indices; the layout and its bytes per nonzero
-are documented in ``pyquant/sparse_format.md``), then :func:`sparse_linear` computes
+(CSR over the N output rows with narrow column indices, stored K-block-major when rows are long
+enough; the layout and its bytes per nonzero are documented in ``pyquant/sparse_format.md``),
+then :func:`sparse_linear` computes
 ``y = x @ W^T + bias`` touching only the nonzeros. Two value types:
 
 * ``torch.float32``: the nonzeros as they are; results within ``1e-5 * (|x| @ |W|^T)`` of the
