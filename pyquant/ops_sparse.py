@@ -1,8 +1,9 @@
 """Sparse linear ops (re-exported by :mod:`pyquant.ops`).
 
 A pruned weight ``W [N, K]`` is packed once by :func:`sparse_pack` into :class:`SparsePacked`
-(CSR over the N output rows with narrow column indices; the layout and its bytes per nonzero
-are documented in ``pyquant/sparse_format.md``), then :func:`sparse_linear` computes
+(CSR over the N output rows with narrow column indices, stored K-block-major when rows are long
+enough; the layout and its bytes per nonzero are documented in ``pyquant/sparse_format.md``),
+then :func:`sparse_linear` computes
 ``y = x @ W^T + bias`` touching only the nonzeros. Two value types:
 
 * ``torch.float32``: the nonzeros as they are; results within ``1e-5 * (|x| @ |W|^T)`` of the
@@ -28,10 +29,10 @@ __all__ = ["SparsePacked", "sparse_linear", "sparse_pack", "sparse_q8_accumulate
 
 # |acc| <= nnz_row * 255 * 127 must stay below 2^31 (x_q - zp in [-255, 255], |w_q| <= 127).
 _MAX_INT8_ROW_NNZ = (2**31 - 1) // (255 * 127)
-# K blocking is opt-in (sparse_pack(..., k_block=)): walking the activation panel one L2-sized
-# K block at a time measured about 2x SLOWER on the development machine (4096x4096, 90%,
-# M = 32 / 256: 8-10 vs 15-20 GFLOP/s on one thread) than one pass over whole rows with the
-# transposed output tile, so the default pack has a single block.
+# K blocks: walking the activation panel one K block at a time inside row-major CSR (block
+# pointers per row) measured ~2x SLOWER than whole rows: every (row, block) run starts at a
+# cache miss in the weight stream. Storing the entries block-major keeps the weight stream
+# sequential, and then blocking pays (sparse_format.md has the numbers).
 
 
 @dataclasses.dataclass
@@ -40,17 +41,18 @@ class SparsePacked:
 
     Attributes:
         out_features, in_features: N and K of the dense weight.
-        row_ptr: int64 ``[N + 1]``; row n's entries are ``row_ptr[n]:row_ptr[n + 1]``.
+        row_ptr: int64 ``[N + 1]``; row n holds ``row_ptr[n + 1] - row_ptr[n]`` entries, at
+            ``row_ptr[n]:row_ptr[n + 1]`` when there is one K block (else see block_ptr).
         col_idx: column (K) index of each entry: int16 holding uint16 bits when
             ``K <= 65536``, else int32.
         values: float32 entries (fp32 packs), or int16 holding int8-range values (int8 packs,
-            every row padded to an even count with zero entries so pairs feed ``vpmaddwd``).
+            every run padded to an even count with zero entries so pairs feed ``vpmaddwd``).
         scale: int8 packs: float32 ``[N]`` per-output-channel weight scales; else None.
         dtype: ``torch.float32`` or ``torch.int8``.
-        block_ptr: optional int64 ``[N, num_blocks + 1]``: row n's entries with columns in
-            ``[b * k_block, (b + 1) * k_block)`` start at ``block_ptr[n, b]`` (int8: rounded up
-            to even offsets so pairs are never split). Derived data that lets the kernels walk
-            the activations one L2-sized K block at a time; None for one block.
+        block_ptr: int64 ``[num_blocks, N + 1]`` when there are several K blocks, else None.
+            The entries are then stored block-major: row n's entries with columns in
+            ``[b * k_block, (b + 1) * k_block)`` are ``block_ptr[b, n]:block_ptr[b, n + 1]``, and
+            ``block_ptr[b, N]`` (= ``block_ptr[b + 1, 0]``) ends block b.
         k_block: columns per K block (0 when block_ptr is None).
 
     Building one from tensors (e.g. a loaded ``state_dict``) validates the structure once
@@ -112,8 +114,8 @@ class SparsePacked:
             if not isinstance(self.block_ptr, torch.Tensor):
                 raise TypeError("block_ptr must be a torch.Tensor")
             _check_input(self.block_ptr, "block_ptr", (torch.int64,))
-            if self.block_ptr.shape != (n, nb + 1):
-                raise ValueError(f"block_ptr must have shape ({n}, {nb + 1}), got "
+            if self.block_ptr.shape != (nb, n + 1):
+                raise ValueError(f"block_ptr must have shape ({nb}, {n + 1}), got "
                                  f"{tuple(self.block_ptr.shape)}")
         else:
             self.k_block = 0
@@ -129,7 +131,7 @@ class SparsePacked:
     @property
     def num_blocks(self) -> int:
         """K blocks the kernels walk (1 without block_ptr)."""
-        return 1 if self.block_ptr is None else int(self.block_ptr.shape[1]) - 1
+        return 1 if self.block_ptr is None else int(self.block_ptr.shape[0])
 
     def _block_args(self):
         if self.block_ptr is None:
@@ -183,7 +185,11 @@ class SparsePacked:
     def to_dense(self) -> torch.Tensor:
         """The float32 dense weight this pack represents (int8: dequantized)."""
         n, k = self.out_features, self.in_features
-        rows = torch.repeat_interleave(torch.arange(n), self.row_ptr[1:] - self.row_ptr[:-1])
+        if self.block_ptr is None:
+            rows = torch.repeat_interleave(torch.arange(n), self.row_ptr[1:] - self.row_ptr[:-1])
+        else:  # block-major runs: run (b, r) has block_ptr[b, r + 1] - block_ptr[b, r] entries
+            runs = (self.block_ptr[:, 1:] - self.block_ptr[:, :-1]).reshape(-1)
+            rows = torch.repeat_interleave(torch.arange(n).repeat(self.num_blocks), runs)
         cols = self.col_idx.to(torch.int64)
         if self.col_idx.dtype == torch.int16:
             cols = cols & 0xFFFF
@@ -201,37 +207,88 @@ class SparsePacked:
                 f"{self.bytes_per_nonzero} B/nonzero)")
 
 
-def _csr_from_mask(mask: torch.Tensor, k: int):
-    counts = mask.sum(dim=1, dtype=torch.int64)
-    row_ptr = torch.zeros(mask.shape[0] + 1, dtype=torch.int64)
-    torch.cumsum(counts, 0, out=row_ptr[1:])
-    cols = mask.nonzero()[:, 1]  # row-major: ascending columns within a row
-    return counts, row_ptr, cols
-
-
 def _narrow_idx(cols: torch.Tensor, k: int) -> torch.Tensor:
     if k <= 65536:  # uint16 bit patterns in an int16 tensor (torch's uint16 support is thin)
         return torch.where(cols >= 32768, cols - 65536, cols).to(torch.int16).contiguous()
     return cols.to(torch.int32).contiguous()
 
 
-def _block_ptr(row_ptr: torch.Tensor, cols: torch.Tensor, n: int, k: int, even: bool,
-               k_block: Optional[int]):
-    """Per-row K block pointers (see SparsePacked.block_ptr); None when K fits one block."""
-    if k_block is None or k <= k_block or n == 0:
-        return None, 0
-    nb = -(-k // k_block)
-    rows = torch.repeat_interleave(torch.arange(n), row_ptr[1:] - row_ptr[:-1])
-    counts = torch.bincount(rows * nb + cols // k_block, minlength=n * nb).reshape(n, nb)
-    offsets = torch.zeros(n, nb + 1, dtype=torch.int64)
-    torch.cumsum(counts, 1, out=offsets[:, 1:])
-    if even:  # never split an int8 pair; rows have even lengths so the last offset is kept
-        offsets = (offsets + 1) // 2 * 2
-    return (offsets + row_ptr[:-1, None]).contiguous(), k_block
+# Auto K block: about this many entries per (row, block) on average. Fewer blocks leave the
+# 32-wide activation panel (K * 128 bytes) to L2, where its random row loads cost ~3 ns per
+# nonzero on Zen 4 (512 KB panel) against ~1.3-1.9 ns for a panel block of <= 128 KB; more
+# blocks pay a branch miss and a tile load/store per (row, block). Measured on 4096 x 4096,
+# one thread (see sparse_format.md).
+_AUTO_BLOCK_ENTRIES = 100
+_MIN_K_BLOCK = 256
+
+
+def auto_k_block(n: int, k: int, nnz: int) -> Optional[int]:
+    """The K block :func:`sparse_pack` picks by default: a power of two >= 256 giving about
+    100 entries per (row, block), or None (one block) when that would be K or more.
+
+    Args:
+        n, k: the weight's shape [N, K].
+        nnz: its stored entries.
+
+    Returns:
+        int or None.
+    """
+    if n == 0 or k == 0 or nnz == 0:
+        return None
+    target = _AUTO_BLOCK_ENTRIES * n * k / nnz  # columns holding ~100 entries of a row
+    kb = _MIN_K_BLOCK
+    while kb * 1.5 < target:
+        kb *= 2
+    return kb if kb < k else None
+
+
+def _layout(rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, n: int, k: int,
+            k_block: Optional[int], even: bool):
+    """Order the entries (given row-major, ascending columns) for the kernels.
+
+    One block: CSR. Several: block-major (all rows' entries of K block 0, then block 1, ...),
+    ``block_ptr[b, r]`` the start of row r in block b. ``even`` pads every (row, block) run to an
+    even count with a zero entry repeating the run's last column (int8 pairs).
+
+    Returns:
+        (row_ptr [N + 1], block_ptr [nb, N + 1] or None, cols int64, vals).
+    """
+    nb = 1 if k_block is None or k <= k_block else -(-k // k_block)
+    group = rows if nb == 1 else (cols // k_block) * n + rows  # block-major run id
+    if nb > 1:
+        order = torch.argsort(group * k + cols)
+        group, cols, vals = group[order], cols[order], vals[order]
+    counts = torch.bincount(group, minlength=n * nb)
+    if even and vals.numel():
+        pads = counts % 2
+        new_counts = counts + pads
+        new_ptr = torch.zeros(n * nb + 1, dtype=torch.int64)
+        torch.cumsum(new_counts, 0, out=new_ptr[1:])
+        old_ptr = torch.zeros(n * nb + 1, dtype=torch.int64)
+        torch.cumsum(counts, 0, out=old_ptr[1:])
+        pos = torch.arange(vals.numel()) - old_ptr[group] + new_ptr[group]
+        out_cols = torch.zeros(int(new_ptr[-1]), dtype=torch.int64)
+        out_vals = torch.zeros(int(new_ptr[-1]), dtype=vals.dtype)
+        out_cols[pos] = cols
+        out_vals[pos] = vals
+        odd = torch.nonzero(pads).flatten()
+        if odd.numel():
+            out_cols[new_ptr[odd + 1] - 1] = cols[old_ptr[odd + 1] - 1]
+        cols, vals, counts = out_cols, out_vals, new_counts
+    per_row = counts.reshape(nb, n).sum(0)
+    row_ptr = torch.zeros(n + 1, dtype=torch.int64)
+    torch.cumsum(per_row, 0, out=row_ptr[1:])
+    block_ptr = None
+    if nb > 1:
+        flat = torch.zeros(n * nb + 1, dtype=torch.int64)
+        torch.cumsum(counts, 0, out=flat[1:])
+        # [nb, N + 1]: row N of block b is where block b + 1 starts.
+        block_ptr = torch.cat([flat[:-1].reshape(nb, n), flat[n::n].reshape(nb, 1)], 1)
+    return row_ptr, (None if block_ptr is None else block_ptr.contiguous()), cols, vals
 
 
 def sparse_pack(w: TensorLike, *, dtype: torch.dtype = torch.float32,
-                k_block: Optional[int] = None) -> SparsePacked:
+                k_block="auto") -> SparsePacked:
     """Pack a pruned dense weight ``w [N, K]`` for :func:`sparse_linear`.
 
     Exact zeros are dropped; everything else is kept. Build once per layer.
@@ -240,16 +297,18 @@ def sparse_pack(w: TensorLike, *, dtype: torch.dtype = torch.float32,
         w: float32 ``[out_features, in_features]``, finite (e.g. ``linear.weight`` after pruning).
         dtype: ``torch.float32`` (values as they are) or ``torch.int8`` (symmetric per-row
             ``scale = absmax / 127``, values ``round_half_even(w / scale)`` in [-127, 127];
-            entries that round to 0 are dropped, odd rows get one zero pad).
-        k_block: optional K block size (>= 8): the kernels then walk the activations one block
-            of columns at a time. Off by default: it measured slower on Zen 4 (see above).
+            entries that round to 0 are dropped, odd runs get one zero pad).
+        k_block: K block size (an int >= 8), None for one block, or ``"auto"`` (default:
+            :func:`auto_k_block`, ~100 entries per row and block). With several blocks the
+            entries are stored block-major so the kernels stream them while one block of the
+            activation panel stays in L1/L2 (see ``sparse_format.md``).
 
     Returns:
         SparsePacked.
 
     Raises:
         TypeError: w not float32 / dtype not float32 or int8.
-        ValueError: w not 2-d, not contiguous, on another device, or not finite.
+        ValueError: w not 2-d, not contiguous, on another device, or not finite; bad k_block.
     """
     w = _as_tensor(w, "w").detach()
     _check_input(w, "w", (torch.float32,))
@@ -259,39 +318,26 @@ def sparse_pack(w: TensorLike, *, dtype: torch.dtype = torch.float32,
         raise TypeError(f"dtype must be torch.float32 or torch.int8, got {dtype}")
     if w.numel() and not bool(torch.isfinite(w).all()):
         raise ValueError("w must be finite (found NaN or Inf)")
-    if k_block is not None and (not isinstance(k_block, int) or isinstance(k_block, bool)
-                                or k_block < 8):
-        raise ValueError(f"k_block must be None or an int >= 8, got {k_block!r}")
+    if not (k_block is None or (isinstance(k_block, str) and k_block == "auto")
+            or (isinstance(k_block, int) and not isinstance(k_block, bool) and k_block >= 8)):
+        raise ValueError(f"k_block must be None, 'auto' or an int >= 8, got {k_block!r}")
     n, k = w.shape
     if dtype == torch.float32:
-        mask = w != 0
-        _, row_ptr, cols = _csr_from_mask(mask, k)
-        bp, kb = _block_ptr(row_ptr, cols, n, k, False, k_block)
-        return SparsePacked(n, k, row_ptr, _narrow_idx(cols, k), w[mask].contiguous(),
-                            block_ptr=bp, k_block=kb)
-    absmax = w.abs().amax(dim=1) if k else torch.zeros(n)
-    scale = torch.where(absmax > 0, absmax / 127.0, torch.ones_like(absmax)).to(torch.float32)
-    q = torch.clamp(torch.round(w / scale[:, None]), -127, 127)
+        q, scale = w, None
+    else:
+        absmax = w.abs().amax(dim=1) if k else torch.zeros(n)
+        scale = torch.where(absmax > 0, absmax / 127.0, torch.ones_like(absmax)).to(torch.float32)
+        q = torch.clamp(torch.round(w / scale[:, None]), -127, 127)
     mask = q != 0
-    counts, row_ptr, cols = _csr_from_mask(mask, k)
-    vals = q[mask]
-    # Pad odd rows with one zero entry repeating the row's last column.
-    pads = counts % 2
-    new_counts = counts + pads
-    new_ptr = torch.zeros(n + 1, dtype=torch.int64)
-    torch.cumsum(new_counts, 0, out=new_ptr[1:])
-    total = int(new_ptr[-1])
-    rows = torch.repeat_interleave(torch.arange(n), counts)
-    pos = torch.arange(vals.numel()) - row_ptr[rows] + new_ptr[rows]
-    out_cols = torch.zeros(total, dtype=torch.int64)
-    out_vals = torch.zeros(total, dtype=torch.int16)
-    out_cols[pos] = cols
-    out_vals[pos] = vals.to(torch.int16)
-    odd = torch.nonzero(pads).flatten()
-    out_cols[new_ptr[odd + 1] - 1] = cols[row_ptr[odd + 1] - 1] if odd.numel() else out_cols[:0]
-    bp, kb = _block_ptr(new_ptr, out_cols, n, k, True, k_block)
-    return SparsePacked(n, k, new_ptr, _narrow_idx(out_cols, k), out_vals, scale.contiguous(),
-                        torch.int8, bp, kb)
+    nz = mask.nonzero()  # row-major: ascending columns within a row
+    rows, cols = nz[:, 0], nz[:, 1]
+    vals = q[mask] if dtype == torch.float32 else q[mask].to(torch.int16)
+    if k_block == "auto":
+        k_block = auto_k_block(n, k, int(vals.numel()))
+    row_ptr, bp, cols, vals = _layout(rows, cols, vals, n, k, k_block, dtype == torch.int8)
+    return SparsePacked(n, k, row_ptr, _narrow_idx(cols, k), vals.contiguous(),
+                        None if scale is None else scale.contiguous(), dtype, bp,
+                        k_block if bp is not None else 0)
 
 
 def _check_packed(packed) -> None:
@@ -348,8 +394,8 @@ def sparse_linear(x: TensorLike, packed: SparsePacked, bias: Optional[TensorLike
             y += torch.from_numpy(b)
         return y
     rp, ci, vals, scale, bp, nb = packed._arrays()
-    xn = _np(x).reshape(-1)
-    yn = _np(y).reshape(-1)
+    xn = _np(x)  # the binding checks sizes only: no reshape needed
+    yn = _np(y)
     if packed.dtype == torch.float32:
         _C.sparse_linear_f32(xn, rows, rp, ci, vals, packed.out_features, packed.in_features, b,
                              yn, bp, nb)

@@ -239,3 +239,39 @@ def test_pickled_and_copied_packs_do_not_share_cached_views():
     buf.seek(0)
     loaded = torch.load(buf, weights_only=False)
     assert torch.equal(loaded(x), mod(x))
+
+
+@pytest.mark.parametrize("cls", [SparseLinear, SparseQuantLinear])
+def test_blocked_pack_state_dict_round_trip(cls):
+    # 1024 inputs at 50%: the default pack is K-blocked (block-major entries, block_ptr).
+    src = cls.from_float(_linear(1024, 24, True, sparsity=0.5, seed=2))
+    assert src.packed.num_blocks > 1 and "block_ptr" in src.state_dict()
+    buf = io.BytesIO()
+    torch.save(src.state_dict(), buf)
+    buf.seek(0)
+    dst = cls(1024, 24)
+    dst.load_state_dict(torch.load(buf))
+    assert dst.packed.num_blocks == src.packed.num_blocks
+    for m in (1, 5, 40):
+        x = torch.randn(m, 1024)
+        assert torch.equal(dst(x), src(x))
+    # And back to a one-block pack: the stale block_ptr buffer is dropped.
+    one = cls.from_float(_linear(40, 24, True, sparsity=0.5, seed=3))
+    dst2 = cls(40, 24)
+    dst2.load_state_dict(one.state_dict())
+    assert dst2.packed.num_blocks == 1 and "block_ptr" not in dst2.state_dict()
+
+
+def test_native_argument_cache_follows_buffer_changes():
+    lin = _linear(20, 6, True, sparsity=0.5, seed=5)
+    mod = SparseLinear.from_float(lin)
+    x = torch.randn(3, 20)
+    y0 = mod(x)  # builds the cached native arguments
+    mod.bias = torch.zeros(6)  # a new tensor: the cache must not keep the old one
+    assert torch.allclose(mod(x), y0 - lin.bias.detach(), atol=1e-6)
+    other = SparseLinear.from_float(_linear(20, 6, True, sparsity=0.3, seed=6))
+    mod.load_state_dict(other.state_dict())
+    assert torch.equal(mod(x), other(x))
+    mod.to(torch.float32)  # _apply resets the cache too
+    assert torch.equal(mod(x), other(x))
+    assert mod._native is not None and copy.deepcopy(mod)._native is None

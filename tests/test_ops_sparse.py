@@ -122,6 +122,75 @@ def test_pack_layout_and_to_dense():
     assert q.bytes_per_nonzero == 4 and "int8" in repr(q)
 
 
+def test_blocked_layout_is_block_major_and_round_trips():
+    w = _pruned(23, 100, 0.6, seed=4)
+    for dtype in (torch.float32, torch.int8):
+        p = ops.sparse_pack(w, dtype=dtype, k_block=32)
+        assert p.num_blocks == 4 and p.k_block == 32 and p.block_ptr.shape == (4, 24)
+        bp = p.block_ptr
+        assert int(bp[0, 0]) == 0 and int(bp[-1, -1]) == p.nnz
+        assert torch.equal(bp[1:, 0], bp[:-1, -1])  # blocks follow each other in the stream
+        cols = p.col_idx.long() & 0xFFFF
+        for b in range(4):  # every run of block b holds columns of block b, ascending
+            for r in range(23):
+                run = cols[int(bp[b, r]):int(bp[b, r + 1])]
+                assert bool(((run >= 32 * b) & (run < 32 * b + 32)).all())
+                assert bool((run[1:] >= run[:-1]).all())
+                if dtype == torch.int8:
+                    assert run.numel() % 2 == 0  # int8 pairs never straddle a block
+        counts = (bp[:, 1:] - bp[:, :-1]).sum(0)
+        assert torch.equal(counts, p.row_ptr[1:] - p.row_ptr[:-1])
+        ref = ops.sparse_pack(w, dtype=dtype, k_block=None)
+        assert torch.equal(p.to_dense(), ref.to_dense())
+        assert "int8" in repr(p) or dtype == torch.float32
+
+
+def test_auto_k_block():
+    from pyquant.ops_sparse import auto_k_block
+    n = k = 4096
+    assert auto_k_block(n, k, 0) is None and auto_k_block(0, k, 5) is None
+    assert auto_k_block(n, k, n * k // 100) is None  # 99%: one block
+    kb90 = auto_k_block(n, k, n * k // 10)
+    kb50 = auto_k_block(n, k, n * k // 2)
+    assert kb50 == 256 and kb90 is not None and 256 <= kb90 < k and kb90 & (kb90 - 1) == 0
+    # Every default pack's block size is what auto_k_block says.
+    w = _pruned(64, 2048, 0.5, empty_row=False, dense_row=False)
+    assert ops.sparse_pack(w).k_block == auto_k_block(64, 2048, int((w != 0).sum()))
+
+
+@pytest.mark.parametrize("k_block", [8, 24, 64])
+@pytest.mark.parametrize("m", [1, 2, 7, 8, 9, 31, 32, 33])
+def test_blocked_matches_reference(isa, m, k_block):
+    # Block sizes that leave runs of every length 0..17 (tails of the 16- and 8-wide steps).
+    w = _pruned(37, 203, 0.8, seed=m + k_block)
+    x = torch.randn(m, 203)
+    b = torch.randn(37)
+    p = ops.sparse_pack(w, k_block=k_block)
+    assert p.num_blocks == -(-203 // k_block)
+    _assert_close_f32(ops.sparse_linear(x, p, b), x, w, b)
+    q = ops.sparse_pack(w, dtype=torch.int8, k_block=k_block)
+    wq = torch.round(w / q.scale[:, None]).clamp(-127, 127)
+    xq = torch.randint(0, 256, (m, 203), dtype=torch.uint8)
+    zp = torch.randint(0, 256, (m,), dtype=torch.int32)
+    assert torch.equal(ops.sparse_q8_accumulate(xq, zp, q).long(),
+                       R.sparse_q8_accumulate(xq, zp, wq))
+
+
+def test_spmv_tail_next_to_inf_entries(isa):
+    # The masked tail step of the M = 1 kernel reads the next run's entries: an Inf there (in
+    # x at their columns) must not reach this row's sum.
+    w = torch.zeros(3, 40)
+    w[0, :5] = 1.0  # a 5-entry run: a masked tail
+    w[1, 30:40] = 2.0
+    w[2, 20:39] = 3.0
+    x = torch.ones(1, 40)
+    x[0, 30:] = float("inf")
+    for kb in (None, 8):
+        p = ops.sparse_pack(w, k_block=kb)
+        y = ops.sparse_linear(x, p)
+        assert float(y[0, 0]) == 5.0 and float(y[0, 1]) == float("inf")
+
+
 # ------------------------------------------------------------------ int8
 
 

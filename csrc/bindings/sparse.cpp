@@ -57,8 +57,8 @@ SparseBlocks make_blocks(const py::object& block_ptr, int64_t num_blocks, int64_
   SparseBlocks b;
   if (block_ptr.is_none()) return b;
   const auto bp = block_ptr.cast<carray<int64_t>>();
-  require(num_blocks >= 1 && bp.size() == n * (num_blocks + 1),
-          "block_ptr must have n * (num_blocks + 1) elements");
+  require(num_blocks >= 1 && bp.size() == num_blocks * (n + 1),
+          "block_ptr must have num_blocks * (n + 1) elements");
   b.block_ptr = bp.data();
   b.num_blocks = num_blocks;
   return b;
@@ -94,17 +94,28 @@ void bind_sparse(py::module_& m) {
         }
         const SparseBlocks b = make_blocks(block_ptr, num_blocks, n);
         if (b.block_ptr) {
-          // Each row's block pointers must run from its start to its end without going back,
-          // so the kernels never read outside the row (the column ranges only affect speed).
-          for (int64_t i = 0; i < n; ++i) {
-            const int64_t* q = b.block_ptr + i * (num_blocks + 1);
-            require(q[0] == rp[i] && q[num_blocks] == rp[i + 1],
-                    "block_ptr rows must start at row_ptr[n] and end at row_ptr[n + 1]");
-            for (int64_t j = 0; j < num_blocks; ++j) {
-              require(q[j + 1] >= q[j], "block_ptr must be non-decreasing within a row");
-              require(!even_rows || (q[j + 1] - q[j]) % 2 == 0,
-                      "int8 block_ptr must split rows at even offsets");
+          // Block-major runs [num_blocks][n + 1]: one non-decreasing walk from 0 to nnz
+          // (row n of block j is where block j + 1 starts), so the kernels never read outside
+          // the entries; each row's runs must add up to its row_ptr count (thread split and
+          // to_dense rely on it). The runs' column ranges only affect speed.
+          const int64_t* q = b.block_ptr;
+          require(q[0] == 0 && q[num_blocks * (n + 1) - 1] == rp[n],
+                  "block_ptr must start at 0 and end at the number of entries");
+          for (int64_t j = 0; j < num_blocks; ++j) {
+            const int64_t* r = q + j * (n + 1);
+            require(j == 0 || r[0] == r[-1], "block_ptr[b, 0] must equal block_ptr[b - 1, n]");
+            for (int64_t i = 0; i < n; ++i) {
+              require(r[i + 1] >= r[i], "block_ptr must be non-decreasing within a block");
+              require(!even_rows || (r[i + 1] - r[i]) % 2 == 0,
+                      "int8 block_ptr runs must have even lengths");
             }
+          }
+          for (int64_t i = 0; i < n; ++i) {
+            int64_t count = 0;
+            for (int64_t j = 0; j < num_blocks; ++j)
+              count += q[j * (n + 1) + i + 1] - q[j * (n + 1) + i];
+            require(count == rp[i + 1] - rp[i],
+                    "block_ptr runs of a row must add up to its row_ptr count");
           }
         }
       },

@@ -3,11 +3,16 @@
 //
 // Loop order per task (a range of output rows with about equal nonzeros):
 //   for each 32-column panel of M, for each K block, for each row: kernel -> yt[n][32]
-// The K block of the panel (<= 128 KB) stays in L2 while all rows stream over it; the
-// transposed tile yt is read and written sequentially. Then yt -> y[m][n] (+ epilogue).
+// The K block of the panel (<= 128 KB) stays in L1/L2 while all rows stream over it (the pack
+// stores the entries block-major, so the weight stream is sequential); the transposed tile yt
+// is read and written sequentially. Then yt -> y[m][n] (+ epilogue).
 #include <algorithm>
 #include <cstdint>
 #include <vector>
+
+#if defined(__SSE2__)
+#include <xmmintrin.h>
+#endif
 
 #include "pyquant/dispatch.h"
 #include "pyquant/ops.h"
@@ -67,16 +72,61 @@ void pack_panel(const Src* x, int64_t k, const Panel& p, int64_t k0, int64_t k1,
   }
 }
 
-template <typename Src, typename Dst, typename Conv>
-void pack_panels(const Src* x, int64_t m, int64_t k, const std::vector<Panel>& panels, Dst* buf,
-                 Conv conv) {
+// The fp32 panel (no conversion) with 4 x 4 SSE transposes: ~5x faster than the scalar loop
+// (x [256, 4096]: 0.4 vs 2.1 ms), which mattered at high sparsity where packing x and
+// unpacking y are a large part of the call. SSE is in the x86-64 baseline.
+void pack_panel_f32(const float* x, int64_t k, const Panel& p, int64_t k0, int64_t k1,
+                    float* panel) {
+#if defined(__SSE2__)
+  constexpr int64_t kBlock = 64;
+  const int64_t w = p.width;
+  for (int64_t kb = k0; kb < k1; kb += kBlock) {
+    const int64_t ke = std::min(k1, kb + kBlock);
+    int64_t j = 0;
+    for (; j + 4 <= p.valid; j += 4) {
+      const float* r0 = x + (p.m0 + j) * k;
+      const float *r1 = r0 + k, *r2 = r1 + k, *r3 = r2 + k;
+      int64_t kk = kb;
+      for (; kk + 4 <= ke; kk += 4) {
+        __m128 a = _mm_loadu_ps(r0 + kk), b = _mm_loadu_ps(r1 + kk);
+        __m128 c = _mm_loadu_ps(r2 + kk), d = _mm_loadu_ps(r3 + kk);
+        _MM_TRANSPOSE4_PS(a, b, c, d);
+        float* o = panel + kk * w + j;
+        _mm_storeu_ps(o, a);
+        _mm_storeu_ps(o + w, b);
+        _mm_storeu_ps(o + 2 * w, c);
+        _mm_storeu_ps(o + 3 * w, d);
+      }
+      for (; kk < ke; ++kk) {
+        float* o = panel + kk * w + j;
+        o[0] = r0[kk];
+        o[1] = r1[kk];
+        o[2] = r2[kk];
+        o[3] = r3[kk];
+      }
+    }
+    for (; j < p.valid; ++j) {
+      const float* row = x + (p.m0 + j) * k;
+      for (int64_t kk = kb; kk < ke; ++kk) panel[kk * w + j] = row[kk];
+    }
+    for (; j < w; ++j)
+      for (int64_t kk = kb; kk < ke; ++kk) panel[kk * w + j] = 0.0f;
+  }
+#else
+  pack_panel(x, k, p, k0, k1, panel, [](float v, int64_t) { return v; });
+#endif
+}
+
+// Packs every panel, split over threads by panel and K range; pack(p, k0, k1, dst).
+template <typename Dst, typename Pack>
+void pack_panels(int64_t m, int64_t k, const std::vector<Panel>& panels, Dst* buf, Pack pack) {
   const int64_t tasks = num_tasks_for(m * k, 1 << 16);
   const int64_t per_panel = std::max<int64_t>(1, tasks / static_cast<int64_t>(panels.size()));
   const int64_t chunk = (k + per_panel - 1) / per_panel;
   ThreadPool::global().run(static_cast<int64_t>(panels.size()) * per_panel, [&](int64_t t) {
     const Panel& p = panels[t / per_panel];
     const int64_t k0 = std::min(k, (t % per_panel) * chunk), k1 = std::min(k, k0 + chunk);
-    pack_panel(x, k, p, k0, k1, buf + p.offset, conv);
+    pack(p, k0, k1, buf + p.offset);
   });
 }
 
@@ -101,31 +151,35 @@ int64_t tasks_for(const SparseMatrix& w, int64_t m) {
   return std::min<int64_t>(num_tasks_for(macs, kGrainMacs), std::max<int64_t>(w.n, 1));
 }
 
+// The (begin, end) pointer pair of K block b for the kernels (stride 1): plain CSR is one
+// block over row_ptr; block-major packs have block_ptr[b * (N + 1) + n].
+inline const int64_t* block_base(const SparseMatrix& w, const SparseBlocks& blocks, int64_t b) {
+  return blocks.block_ptr != nullptr ? blocks.block_ptr + b * (w.n + 1) : w.row_ptr;
+}
+inline int64_t block_count(const SparseBlocks& blocks) {
+  return blocks.block_ptr != nullptr ? blocks.num_blocks : 1;
+}
+
 // Runs kernel(n0, n1, begin, end, stride, panel, width, tile, accumulate) over every panel and
 // K block for each task's rows, then finish(task rows, panel, tile) converts the tile.
+// Per panel, blocks outer and rows inner: the weight stream is read sequentially (the pack
+// stores it block-major), one K block of the panel stays in L1/L2 while every row uses it,
+// and the task's tile (rows x 32 floats) is read and written sequentially once per block.
 template <typename A, typename P, typename Kernel, typename Finish>
 void run_blocked(const SparseMatrix& w, const SparseBlocks& blocks, int64_t m,
                  const std::vector<Panel>& panels, const P* panel_buf, A* tiles, Kernel kernel,
                  Finish finish) {
   const int64_t tasks = tasks_for(w, m);
   const std::vector<int64_t> bounds = balanced_rows(w, tasks);
-  const bool blocked = blocks.block_ptr != nullptr && blocks.num_blocks > 1;
-  const int64_t nb = blocked ? blocks.num_blocks : 1;
-  const int64_t* base = blocked ? blocks.block_ptr : w.row_ptr;
-  const int64_t stride = blocked ? nb + 1 : 1;
+  const int64_t nb = block_count(blocks);
   ThreadPool::global().run(tasks, [&](int64_t t) {
     const int64_t n0 = bounds[t], n1 = bounds[t + 1];
     if (n0 >= n1) return;
     for (const Panel& p : panels) {
       A* tile = tiles + p.m0 * w.n;  // every earlier panel is 32 wide
-      // Rows in chunks whose tile (<= 64 KB) stays in L2 next to the K block of the panel,
-      // so the next block's pass re-reads the tile from L2 instead of L3.
-      const int64_t chunk = nb > 1 ? std::max<int64_t>(16, (64 * 1024) / (p.width * 4)) : n1 - n0;
-      for (int64_t c0 = n0; c0 < n1; c0 += chunk) {
-        const int64_t c1 = std::min(n1, c0 + chunk);
-        for (int64_t b = 0; b < nb; ++b)
-          kernel(c0, c1, base + b, base + b + 1, stride, panel_buf + p.offset, p.width, tile,
-                 b > 0);
+      for (int64_t b = 0; b < nb; ++b) {
+        const int64_t* base = block_base(w, blocks, b);
+        kernel(n0, n1, base, base + 1, 1, panel_buf + p.offset, p.width, tile, b > 0);
       }
       finish(n0, n1, p, tile);
     }
@@ -153,8 +207,13 @@ void sparse_linear_f32(const SparseMatrix& w, const SparseBlocks& blocks, const 
   if (m == 1) {
     const int64_t tasks = tasks_for(w, m);
     const std::vector<int64_t> bounds = balanced_rows(w, tasks);
+    const int64_t nb = block_count(blocks);
     ThreadPool::global().run(tasks, [&](int64_t t) {
-      kt.f32_spmv_csr(&w, bounds[t], bounds[t + 1], x, y, bias);
+      for (int64_t b = 0; b < nb; ++b) {
+        const int64_t* base = block_base(w, blocks, b);
+        kt.f32_spmv_csr(&w, bounds[t], bounds[t + 1], base, base + 1, x, y,
+                        b == nb - 1 ? bias : nullptr, b > 0);
+      }
     });
     return;
   }
@@ -162,7 +221,9 @@ void sparse_linear_f32(const SparseMatrix& w, const SparseBlocks& blocks, const 
   const std::vector<Panel> panels = make_panels(m, w.k, &total);
   float* buf = scratch<float>(static_cast<size_t>(total), 0);
   float* tiles = scratch<float>(static_cast<size_t>(((m + 7) / 8 * 8) * w.n), 1);
-  pack_panels(x, m, w.k, panels, buf, [](float v, int64_t) { return v; });
+  pack_panels(m, w.k, panels, buf, [&](const Panel& p, int64_t k0, int64_t k1, float* dst) {
+    pack_panel_f32(x, w.k, p, k0, k1, dst);
+  });
   const int64_t n = w.n;
   run_blocked(
       w, blocks, m, panels, buf, tiles,
@@ -194,8 +255,10 @@ Status sparse_linear_q8(const SparseMatrix& w, const SparseBlocks& blocks, const
   const int32_t* zpp = zp.data();
   // Subtracting the zero point while widening to int16 is free and removes gemmlowp's
   // row-sum correction term from the epilogue: (x_q - zp) is in [-255, 255].
-  pack_panels(xq, m, w.k, panels, buf, [zpp](uint8_t v, int64_t mi) {
-    return static_cast<int16_t>(static_cast<int32_t>(v) - zpp[mi]);
+  pack_panels(m, w.k, panels, buf, [&](const Panel& p, int64_t k0, int64_t k1, int16_t* dst) {
+    pack_panel(xq, w.k, p, k0, k1, dst, [zpp](uint8_t v, int64_t mi) {
+      return static_cast<int16_t>(static_cast<int32_t>(v) - zpp[mi]);
+    });
   });
   const int64_t n = w.n;
   const float* xsp = xs.data();
@@ -222,8 +285,10 @@ void sparse_q8_accumulate(const SparseMatrix& w, const SparseBlocks& blocks, con
   const std::vector<Panel> panels = make_panels(m, w.k, &total);
   int16_t* buf = scratch<int16_t>(static_cast<size_t>(total), 0);
   int32_t* tiles = scratch<int32_t>(static_cast<size_t>(((m + 7) / 8 * 8) * w.n), 1);
-  pack_panels(xq, m, w.k, panels, buf, [zero_point](uint8_t v, int64_t mi) {
-    return static_cast<int16_t>(static_cast<int32_t>(v) - zero_point[mi]);
+  pack_panels(m, w.k, panels, buf, [&](const Panel& p, int64_t k0, int64_t k1, int16_t* dst) {
+    pack_panel(xq, w.k, p, k0, k1, dst, [zero_point](uint8_t v, int64_t mi) {
+      return static_cast<int16_t>(static_cast<int32_t>(v) - zero_point[mi]);
+    });
   });
   const int64_t n = w.n;
   run_blocked(

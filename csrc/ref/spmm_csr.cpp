@@ -25,13 +25,13 @@ void spmm(const T* values, const I* idx, int64_t n0, int64_t n1, const int64_t* 
 }
 
 template <typename I>
-void spmv(const SparseMatrix* w, const I* idx, int64_t n0, int64_t n1, const float* x, float* y,
-          const float* bias) {
+void spmv(const SparseMatrix* w, const I* idx, int64_t n0, int64_t n1, const int64_t* begin,
+          const int64_t* end, const float* x, float* y, const float* bias, bool accumulate) {
   const auto* values = static_cast<const float*>(w->values);
   for (int64_t n = n0; n < n1; ++n) {
     float acc = 0.0f;
-    for (int64_t p = w->row_ptr[n]; p < w->row_ptr[n + 1]; ++p) acc += values[p] * x[idx[p]];
-    y[n] = acc + (bias ? bias[n] : 0.0f);
+    for (int64_t p = begin[n]; p < end[n]; ++p) acc += values[p] * x[idx[p]];
+    y[n] = (accumulate ? y[n] : 0.0f) + acc + (bias ? bias[n] : 0.0f);
   }
 }
 
@@ -45,10 +45,11 @@ void f32_spmm_csr(const SparseMatrix* w, int64_t n0, int64_t n1, const int64_t* 
   else spmm(v, w->idx32, n0, n1, begin, end, stride, panel, width, yt, accumulate);
 }
 
-void f32_spmv_csr(const SparseMatrix* w, int64_t n0, int64_t n1, const float* x, float* y,
-                  const float* bias) {
-  if (w->idx16) spmv(w, w->idx16, n0, n1, x, y, bias);
-  else spmv(w, w->idx32, n0, n1, x, y, bias);
+void f32_spmv_csr(const SparseMatrix* w, int64_t n0, int64_t n1, const int64_t* begin,
+                  const int64_t* end, const float* x, float* y, const float* bias,
+                  bool accumulate) {
+  if (w->idx16) spmv(w, w->idx16, n0, n1, begin, end, x, y, bias, accumulate);
+  else spmv(w, w->idx32, n0, n1, begin, end, x, y, bias, accumulate);
 }
 
 void qs16_spmm_csr(const SparseMatrix* w, int64_t n0, int64_t n1, const int64_t* begin,

@@ -25,6 +25,7 @@ from torch.nn import functional as F
 
 from pyquant import _C, _runtime, ops
 from pyquant._runtime import supported_isas
+from pyquant.nn._native_cache import NativeArgsCache
 
 _ACT_MODES = {"per_row": 0, "per_tensor": 1, "static": 2, "per_row7": 3}
 
@@ -73,7 +74,7 @@ def _check_weight(w: torch.Tensor, name: str) -> None:
         raise ValueError(f"{name} contains NaN or Inf")
 
 
-class _QuantGemmBase(nn.Module):
+class _QuantGemmBase(NativeArgsCache):
     """Shared storage and the native call of QuantLinear and QuantConv2d."""
 
     def _init_storage(self, k: int, n: int, groups: int, has_bias: bool, act: str) -> None:
@@ -201,16 +202,6 @@ class _QuantGemmBase(nn.Module):
                             self.weight_scale.numpy(),
                             None if self.bias is None else self.bias.numpy())
         return self._native
-
-    def _apply(self, fn, *args, **kwargs):
-        self._native = None
-        return super()._apply(fn, *args, **kwargs)
-
-    def __getstate__(self):
-        # numpy views must not outlive (or be copied apart from) the tensors they view.
-        state = self.__dict__.copy()
-        state["_native"] = None
-        return state
 
     def _gemm(self, x2: torch.Tensor) -> torch.Tensor:
         """x2: contiguous float32 [M, groups * k] -> float32 [M, groups * n] in one native call."""

@@ -100,10 +100,12 @@ PYQUANT_DECLARE_ABS_SELECT_KERNELS(avx512)
 // Sparse x dense kernels (issue 5): y[m, n] = sum_k x[m, k] * W[n, k] (+ bias[n]) with W sparse.
 //
 // Packed weight (built once by pyquant.ops.sparse_pack, see pyquant/sparse_format.md):
-// CSR over the N output rows. row_ptr[N + 1] (int64) gives each row's range of nonzeros;
+// CSR over the N output rows, optionally split into K blocks stored block-major (then
+// row_ptr only gives the row counts and the ops pass each block's pointers to the kernels).
+// row_ptr[N + 1] (int64) gives each row's range of nonzeros;
 // col[nnz] holds K indices, uint16 when K <= 65536 (idx16) else int32 (idx32); exactly one of
 // the two pointers is set. fp32: values[nnz] float32 -> 6 bytes per nonzero (uint16 indices).
-// int8: every row's nonzero count is padded to even (a pad has value 0 and repeats a valid
+// int8: every run's nonzero count is padded to even (a pad has value 0 and repeats a valid
 // index), values are int8-range numbers stored as int16 so that two neighbours form one 32-bit
 // operand of vpmaddwd -> 4 bytes per nonzero.
 namespace pyquant {
@@ -119,14 +121,17 @@ struct SparseMatrix {
 // Activations are packed per call into panels of `width` (8, 16, 24 or 32) columns of M:
 // panel[k * width + j] = x[m0 + j, k] (zero for j >= valid). A kernel call handles rows
 // [n0, n1): row n's entries are [begin[n * stride], end[n * stride]) (plain CSR: begin =
-// row_ptr, end = row_ptr + 1, stride 1; a K block: the pack's block pointers), and it writes the
+// row_ptr, end = row_ptr + 1, stride 1; K block b: block_ptr + b * (N + 1), its + 1, stride 1),
+// and it writes the
 // transposed tile yt[n * width + j] for all j < width: set if !accumulate, else added to.
 using SpmmF32Fn = void (*)(const SparseMatrix* w, int64_t n0, int64_t n1, const int64_t* begin,
                            const int64_t* end, int64_t stride, const float* panel, int64_t width,
                            float* yt, bool accumulate);
-// M = 1: y[n] = sum values * x[col] (+ bias[n]) for n in [n0, n1) (whole rows).
-using SpmvF32Fn = void (*)(const SparseMatrix* w, int64_t n0, int64_t n1, const float* x,
-                           float* y, const float* bias);
+// M = 1: y[n] = (accumulate ? y[n] : 0) + sum_{p in [begin[n], end[n])} values[p] * x[col[p]]
+// (+ bias[n] if bias) for n in [n0, n1).
+using SpmvF32Fn = void (*)(const SparseMatrix* w, int64_t n0, int64_t n1, const int64_t* begin,
+                           const int64_t* end, const float* x, float* y, const float* bias,
+                           bool accumulate);
 // int8: the panel holds int16 (x_q - zero_point) in [-255, 255]; int32 accumulation, exact
 // (|sum| <= nnz_row * 255 * 127 < 2^31 is checked at pack time). Entries come in pairs.
 using SpmmQ8Fn = void (*)(const SparseMatrix* w, int64_t n0, int64_t n1, const int64_t* begin,
@@ -140,8 +145,9 @@ using SpmmQ8Fn = void (*)(const SparseMatrix* w, int64_t n0, int64_t n1, const i
   void f32_spmm_csr(const SparseMatrix* w, int64_t n0, int64_t n1, const int64_t* begin,        \
                     const int64_t* end, int64_t stride, const float* panel, int64_t width,      \
                     float* yt, bool accumulate);                                                \
-  void f32_spmv_csr(const SparseMatrix* w, int64_t n0, int64_t n1, const float* x, float* y,    \
-                    const float* bias);                                                         \
+  void f32_spmv_csr(const SparseMatrix* w, int64_t n0, int64_t n1, const int64_t* begin,        \
+                    const int64_t* end, const float* x, float* y, const float* bias,            \
+                    bool accumulate);                                                           \
   void qs16_spmm_csr(const SparseMatrix* w, int64_t n0, int64_t n1, const int64_t* begin,       \
                      const int64_t* end, int64_t stride, const int16_t* panel, int64_t width,   \
                      int32_t* acct, bool accumulate);                                           \

@@ -72,9 +72,11 @@ Status abs_select_prune(const std::vector<float*>& x, const std::vector<int64_t>
 
 namespace pyquant {
 
-// K blocking (optional): block_ptr is [N][num_blocks + 1]; row n's entries with columns in
-// block b are [block_ptr[n * (nb + 1) + b], block_ptr[n * (nb + 1) + b + 1]). The kernels walk
-// one block of the activation panel at a time so it stays in L2. Null: one block (plain CSR).
+// K blocking (optional): the entries are stored block-major and block_ptr is
+// [num_blocks][N + 1]; row n's entries with columns in block b are
+// [block_ptr[b * (N + 1) + n], block_ptr[b * (N + 1) + n + 1]). The ops walk one block of the
+// activation panel at a time (it stays in L1/L2) over a sequential weight stream.
+// Null: one block (plain CSR).
 struct SparseBlocks {
   const int64_t* block_ptr = nullptr;
   int64_t num_blocks = 1;
