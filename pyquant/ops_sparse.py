@@ -326,7 +326,9 @@ def sparse_pack(w: TensorLike, *, dtype: torch.dtype = torch.float32,
         q, scale = w, None
     else:
         absmax = w.abs().amax(dim=1) if k else torch.zeros(n)
-        scale = torch.where(absmax > 0, absmax / 127.0, torch.ones_like(absmax)).to(torch.float32)
+        scale = absmax / 127.0
+        # 1 where the row is zero or its absmax / 127 underflows (subnormal weights round to 0)
+        scale = torch.where(scale > 0, scale, torch.ones_like(scale)).to(torch.float32)
         q = torch.clamp(torch.round(w / scale[:, None]), -127, 127)
     mask = q != 0
     nz = mask.nonzero()  # row-major: ascending columns within a row
