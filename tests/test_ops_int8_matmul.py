@@ -123,10 +123,11 @@ def test_kernel_names_in_cpu_info(isa):
     assert pyquant.cpu_info()["kernels"]["qu8qs8_gemm"] == f"qu8qs8_gemm__{isa}"
 
 
-# Up to 32 rows the AVX2 kernel sweeps one panel at a time, above it blocks of 256 columns.
+# Up to 32 rows the SIMD kernels sweep one column tile at a time, above it blocks of columns
+# (256 on AVX2; on VNNI ~768 KB of B, so N = 800 at K = 2051 spans two blocks of 720).
 @pytest.mark.parametrize("m", [1, 3, 4, 5, 9, 32, 33, 45])
 @pytest.mark.parametrize("k", [1, 5, 1030, 2051])
-@pytest.mark.parametrize("n", [1, 9, 16, 17, 270])
+@pytest.mark.parametrize("n", [1, 9, 16, 17, 270, 800])
 def test_7bit_activation_kernel_matches_reference(isa, m, k, n):
     # Activations <= 128 route to qu7qs8_gemm (vpmaddubsw on AVX2): same results required.
     a = torch.randint(0, 129, (m, k), generator=torch.Generator().manual_seed(k), dtype=torch.int16).to(torch.uint8)

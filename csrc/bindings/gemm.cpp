@@ -28,10 +28,13 @@ void bind_gemm(py::module_& m) {
   // chain of dependent integer adds (one per cycle on any x86 core since the P6).
   m.def("measure_clock_ghz", [](int64_t iterations) {
     py::gil_scoped_release release;
+    // A chain of dependent register adds: one per cycle. (Immediate adds would not do: Golden
+    // Cove and later fold chains of `add reg, imm` at rename and run several per cycle.)
     uint64_t x = 0;
+    const uint64_t y = static_cast<uint64_t>(iterations) | 1;
     const auto t0 = std::chrono::steady_clock::now();
     for (int64_t i = 0; i < iterations; ++i)
-      __asm__ volatile("add $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\tadd $1, %0" : "+r"(x));
+      __asm__ volatile("add %1, %0\n\tadd %1, %0\n\tadd %1, %0\n\tadd %1, %0" : "+r"(x) : "r"(y));
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     return 4.0 * static_cast<double>(iterations) / s / 1e9;
   }, py::arg("iterations") = 50000000);

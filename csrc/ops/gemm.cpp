@@ -3,7 +3,10 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstring>
 #include <vector>
+
+#include <emmintrin.h>  // SSE2, part of the x86-64 baseline
 
 #include "pyquant/dispatch.h"
 #include "pyquant/ops.h"
@@ -14,7 +17,7 @@ namespace {
 
 // Multiply-accumulates per task below which a thread costs more than it saves (~10 us).
 constexpr int64_t kGemmGrain = 256 * 1024;
-constexpr int64_t kRowBlock = 12;  // a multiple of the SIMD kernels' tile heights (4, 6)
+constexpr int64_t kRowBlock = 24;  // a multiple of the SIMD kernels' tile heights (4, 6, 8)
 
 // Reused across calls (one set per calling thread): the quantized activations and their
 // per-row parameters. Steady-state forwards allocate nothing.
@@ -32,29 +35,103 @@ Scratch& scratch() {
 
 }  // namespace
 
+namespace {
+
+// One 64-byte k-group of one panel: B(4g + j, 16p + c) at c * 4 + j, 0 outside K x N.
+void pack_group_edge(const uint8_t* src, bool transposed, uint8_t flip, int64_t K, int64_t N,
+                     int64_t ldb, int64_t p, int64_t g, int8_t* dst) {
+  for (int64_t c = 0; c < kGemmNR; ++c)
+    for (int64_t j = 0; j < kGemmKR; ++j) {
+      const int64_t k = g * kGemmKR + j, n = p * kGemmNR + c;
+      int8_t v = 0;
+      // uint8 -> int8 by subtracting 128 (flip the top bit); int8 bytes as they are.
+      if (k < K && n < N)
+        v = static_cast<int8_t>((transposed ? src[n * ldb + k] : src[k * ldb + n]) ^ flip);
+      dst[c * kGemmKR + j] = v;
+    }
+}
+
+// Column sums of panels [p0, p1) from their packed bytes (SSE2: the x86-64 baseline).
+void panel_col_sums(const int8_t* packed, int64_t Kp, int64_t p0, int64_t p1, int32_t* col_sum) {
+  const __m128i ones = _mm_set1_epi16(1);
+  for (int64_t p = p0; p < p1; ++p) {
+    const int8_t* panel = packed + p * Kp * kGemmNR;
+    // acc[2 * q + h]: int32 pair sums of columns 4q + 2h and 4q + 2h + 1.
+    __m128i acc[8];
+    for (auto& v : acc) v = _mm_setzero_si128();
+    for (int64_t g = 0; g < Kp / kGemmKR; ++g)
+      for (int q = 0; q < 4; ++q) {
+        const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(panel + g * 64 + q * 16));
+        const __m128i lo = _mm_srai_epi16(_mm_unpacklo_epi8(v, v), 8);  // bytes 0-7 as int16
+        const __m128i hi = _mm_srai_epi16(_mm_unpackhi_epi8(v, v), 8);
+        acc[2 * q] = _mm_add_epi32(acc[2 * q], _mm_madd_epi16(lo, ones));
+        acc[2 * q + 1] = _mm_add_epi32(acc[2 * q + 1], _mm_madd_epi16(hi, ones));
+      }
+    for (int h = 0; h < 8; ++h) {
+      alignas(16) int32_t lanes[4];
+      _mm_store_si128(reinterpret_cast<__m128i*>(lanes), acc[h]);
+      col_sum[p * kGemmNR + 2 * h] = lanes[0] + lanes[1];
+      col_sum[p * kGemmNR + 2 * h + 1] = lanes[2] + lanes[3];
+    }
+  }
+}
+
+}  // namespace
+
 void gemm_pack_b(const void* b, bool b_unsigned, bool transposed, int64_t K, int64_t N,
                  int64_t ldb, int8_t* packed, int32_t* col_sum) {
   const int64_t Kp = gemm_padded_k(K), Np = gemm_padded_n(N);
+  const int64_t panels = Np / kGemmNR, groups = Kp / kGemmKR;
   const auto* src = static_cast<const uint8_t*>(b);
-  const int64_t panels = Np / kGemmNR;
-  for (int64_t p = 0; p < panels; ++p) {
-    int8_t* panel = packed + p * Kp * kGemmNR;
-    for (int64_t c = 0; c < kGemmNR; ++c) {
-      const int64_t n = p * kGemmNR + c;
-      int32_t sum = 0;
-      for (int64_t k = 0; k < Kp; ++k) {
-        int8_t v = 0;
-        if (n < N && k < K) {
-          const uint8_t raw = transposed ? src[n * ldb + k] : src[k * ldb + n];
-          // uint8 -> int8 by subtracting 128 (flip the top bit); int8 bytes as they are.
-          v = static_cast<int8_t>(b_unsigned ? static_cast<uint8_t>(raw ^ 0x80u) : raw);
+  const uint8_t flip = b_unsigned ? 0x80u : 0u;
+  const __m128i flip16 = _mm_set1_epi8(static_cast<char>(flip));
+  // int8_matmul packs its B on every call, so this runs at memory speed on every thread.
+  const int64_t tasks = std::min(num_tasks_for(Kp * Np, 512 * 1024), std::max<int64_t>(panels, 1));
+  ThreadPool::global().run(tasks, [&](int64_t t) {
+    const int64_t p0 = panels * t / tasks, p1 = panels * (t + 1) / tasks;
+    if (!transposed) {
+      // Bands of 4 rows of B, read across; each 16 x 4 block becomes one group by byte
+      // interleaving (rows 0,1 and 2,3 into pairs, pairs into quads).
+      for (int64_t g = 0; g < groups; ++g)
+        for (int64_t p = p0; p < p1; ++p) {
+          int8_t* dst = packed + p * Kp * kGemmNR + g * kGemmNR * kGemmKR;
+          if (g * kGemmKR + kGemmKR > K || p * kGemmNR + kGemmNR > N) {
+            pack_group_edge(src, false, flip, K, N, ldb, p, g, dst);
+            continue;
+          }
+          const uint8_t* r = src + g * kGemmKR * ldb + p * kGemmNR;
+          auto row = [&](int64_t j) {
+            return _mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(r + j * ldb)),
+                                 flip16);
+          };
+          const __m128i r0 = row(0), r1 = row(1), r2 = row(2), r3 = row(3);
+          const __m128i p01l = _mm_unpacklo_epi8(r0, r1), p01h = _mm_unpackhi_epi8(r0, r1);
+          const __m128i p23l = _mm_unpacklo_epi8(r2, r3), p23h = _mm_unpackhi_epi8(r2, r3);
+          auto* d = reinterpret_cast<__m128i*>(dst);
+          _mm_storeu_si128(d + 0, _mm_unpacklo_epi16(p01l, p23l));  // columns 0-3
+          _mm_storeu_si128(d + 1, _mm_unpackhi_epi16(p01l, p23l));  // 4-7
+          _mm_storeu_si128(d + 2, _mm_unpacklo_epi16(p01h, p23h));  // 8-11
+          _mm_storeu_si128(d + 3, _mm_unpackhi_epi16(p01h, p23h));  // 12-15
         }
-        panel[(k / kGemmKR) * (kGemmNR * kGemmKR) + c * kGemmKR + k % kGemmKR] = v;
-        sum += v;
-      }
-      col_sum[n] = sum;
+    } else {
+      // B^T rows (weights [N, K]) are read along k; each column gives 4 bytes per group.
+      for (int64_t p = p0; p < p1; ++p)
+        for (int64_t g = 0; g < groups; ++g) {
+          int8_t* dst = packed + p * Kp * kGemmNR + g * kGemmNR * kGemmKR;
+          if (g * kGemmKR + kGemmKR > K || p * kGemmNR + kGemmNR > N) {
+            pack_group_edge(src, true, flip, K, N, ldb, p, g, dst);
+            continue;
+          }
+          for (int64_t c = 0; c < kGemmNR; ++c) {
+            uint32_t quad;
+            memcpy(&quad, src + (p * kGemmNR + c) * ldb + g * kGemmKR, sizeof(quad));
+            quad ^= flip * 0x01010101u;
+            memcpy(dst + c * kGemmKR, &quad, sizeof(quad));
+          }
+        }
     }
-  }
+    panel_col_sums(packed, Kp, p0, p1, col_sum);
+  });
 }
 
 void gemm_u8s8(const GemmArgs& g, int64_t M, int64_t N) { gemm_u8s8(g, M, N, kernels().qu8qs8_gemm); }
@@ -129,10 +206,16 @@ void int8_matmul(const void* a, bool a_signed, int64_t M, int64_t K, int32_t a_z
   g.col_sum = col_sum;
   g.b_zero_point = any_zb ? s.b_zero_point.data() : nullptr;
   g.row_sum = any_zb ? s.row_sum.data() : nullptr;
-  // Activations that all fit 0..128 take the faster exact kernel (vpmaddubsw cannot saturate).
-  uint8_t amax = 0;
-  for (int64_t i = 0; i < M * K; ++i) amax = std::max(amax, a_u8[i]);
-  gemm_u8s8(g, M, N, amax <= 128 ? kernels().qu7qs8_gemm : kernels().qu8qs8_gemm);
+  // Activations that all fit 0..128 take the faster exact kernel (vpmaddubsw cannot saturate),
+  // where this ISA has one.
+  const Kernels& kt = kernels();
+  GemmU8S8Fn fn = kt.qu8qs8_gemm;
+  if (kt.qu7qs8_gemm != kt.qu8qs8_gemm) {
+    uint8_t amax = 0;
+    for (int64_t i = 0; i < M * K; ++i) amax = std::max(amax, a_u8[i]);
+    if (amax <= 128) fn = kt.qu7qs8_gemm;
+  }
+  gemm_u8s8(g, M, N, fn);
 }
 
 Status quant_linear(const float* x, int64_t M, int64_t K, int64_t N, int64_t groups,
