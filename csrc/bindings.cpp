@@ -28,6 +28,7 @@ PYBIND11_MODULE(_C, m) {
     features["avx512vl"] = f.avx512vl;
     features["avx512dq"] = f.avx512dq;
     features["avx512vnni"] = f.avx512vnni;
+    features["amx_int8"] = f.amx_int8;
     py::dict kernel_names;
     for (const auto& [op, name] : kernels().names) kernel_names[py::str(op)] = name;
     py::dict info;
@@ -45,7 +46,7 @@ PYBIND11_MODULE(_C, m) {
       [](const std::string& name) {
         Isa isa;
         if (!parse_isa(name, &isa))
-          throw py::value_error("isa must be one of scalar, avx2, avx512, avx512vnni; got '" +
+          throw py::value_error("isa must be one of scalar, avx2, avx512, avx512vnni, amx; got '" +
                                 name + "'");
         if (!set_isa(isa))
           throw py::value_error("isa '" + name + "' is not supported by this CPU (it supports up to '" +

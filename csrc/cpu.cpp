@@ -3,8 +3,24 @@
 #include <cpuid.h>
 #include <cstdint>
 
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
 namespace pyquant {
 namespace {
+
+// Linux hands out the 8 KB AMX tile state only on request (arch_prctl ARCH_REQ_XCOMP_PERM for
+// XFEATURE_XTILEDATA); a tile instruction without it dies with SIGILL. Asked once per process.
+bool request_amx_permission() {
+#if defined(__linux__) && defined(SYS_arch_prctl)
+  constexpr int kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+  return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+#else
+  return false;
+#endif
+}
 
 uint64_t read_xcr0() {
   uint32_t lo = 0, hi = 0;
@@ -30,6 +46,9 @@ CpuFeatures detect() {
     f.avx512bw = (b >> 30) & 1;
     f.avx512vl = (b >> 31) & 1;
     f.avx512vnni = (c >> 11) & 1;
+    const bool tile_state = (xcr0 & 0x60000) == 0x60000;  // XTILECFG + XTILEDATA
+    const bool amx_tile = (d >> 24) & 1, amx_int8 = (d >> 25) & 1;
+    f.amx_int8 = f.avx512vnni && tile_state && amx_tile && amx_int8 && request_amx_permission();
   }
   return f;
 }
@@ -44,6 +63,7 @@ const CpuFeatures& cpu_features() {
 Isa detected_isa() {
   const CpuFeatures& f = cpu_features();
   const bool avx512 = f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq;
+  if (avx512 && f.avx512vnni && f.amx_int8) return Isa::amx;
   if (avx512 && f.avx512vnni) return Isa::avx512vnni;
   if (avx512) return Isa::avx512;
   if (f.avx2) return Isa::avx2;
@@ -56,12 +76,13 @@ const char* isa_name(Isa isa) {
     case Isa::avx2: return "avx2";
     case Isa::avx512: return "avx512";
     case Isa::avx512vnni: return "avx512vnni";
+    case Isa::amx: return "amx";
   }
   return "unknown";
 }
 
 bool parse_isa(const std::string& name, Isa* out) {
-  for (Isa isa : {Isa::scalar, Isa::avx2, Isa::avx512, Isa::avx512vnni}) {
+  for (Isa isa : {Isa::scalar, Isa::avx2, Isa::avx512, Isa::avx512vnni, Isa::amx}) {
     if (name == isa_name(isa)) {
       *out = isa;
       return true;

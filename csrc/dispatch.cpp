@@ -7,7 +7,7 @@ Kernels make_table(Isa isa) {
   Kernels k;
   k.isa = isa;
   // Fill every op from one ISA namespace; a lower namespace stands in where a level adds no
-  // kernel of its own for that op (the VNNI level only adds GEMM kernels).
+  // kernel of its own for that op (the VNNI and AMX levels only add GEMM kernels).
 #define PYQUANT_USE(ns, suffix, op) \
   k.op = ns::op;                    \
   k.names.emplace_back(#op, #op "__" suffix);
@@ -38,15 +38,17 @@ Kernels make_table(Isa isa) {
       break;
     case Isa::avx512:
     case Isa::avx512vnni:
+    case Isa::amx:
       PYQUANT_USE_ALL(avx512, "avx512")
       break;
   }
-  // GEMM: the VNNI level has its own kernel.
+  // GEMM: the VNNI and AMX levels have their own kernels.
   switch (isa) {
     case Isa::scalar: PYQUANT_USE(ref, "scalar", qu8qs8_gemm) break;
     case Isa::avx2: PYQUANT_USE(avx2, "avx2", qu8qs8_gemm) break;
     case Isa::avx512: PYQUANT_USE(avx512, "avx512", qu8qs8_gemm) break;
     case Isa::avx512vnni: PYQUANT_USE(avx512vnni, "avx512vnni", qu8qs8_gemm) break;
+    case Isa::amx: PYQUANT_USE(amx, "amx", qu8qs8_gemm) break;
   }
   // 7-bit activations: AVX2 has a faster exact kernel; elsewhere the general one is as fast.
   k.qu7qs8_gemm = k.qu8qs8_gemm;

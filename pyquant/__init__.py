@@ -1,7 +1,7 @@
 """pyquant: C++-accelerated model compression for PyTorch.
 
 Kernels are chosen once at import for the best instruction set this CPU supports;
-``PYQUANT_ISA=scalar|avx2|avx512|avx512vnni`` may force a lower one.
+``PYQUANT_ISA=scalar|avx2|avx512|avx512vnni|amx`` may force a lower one.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ def cpu_info() -> dict:
     return info
 
 
-ISA_LEVELS = ("scalar", "avx2", "avx512", "avx512vnni")
+ISA_LEVELS = ("scalar", "avx2", "avx512", "avx512vnni", "amx")
 
 
 def supported_isas() -> list:
@@ -33,7 +33,7 @@ def supported_isas() -> list:
 
 
 def set_isa(isa: str) -> None:
-    """Use the kernels of ``isa`` ("scalar", "avx2", "avx512", "avx512vnni") from now on.
+    """Use the kernels of ``isa`` ("scalar", "avx2", "avx512", "avx512vnni", "amx") from now on.
 
     Only a level the CPU supports can be chosen; this is how tests exercise lower paths.
 

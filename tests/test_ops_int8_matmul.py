@@ -13,10 +13,12 @@ import pyquant
 from pyquant import ops, reference
 
 # Rows: 0..5 (the GEMV shapes and the 4-row AVX2 / 6-row AVX-512 tiles), 7, 13 (two tiles + tail),
-# 33 (past the AVX2 few-rows path that widens A once and sweeps one panel at a time).
-MS = [0, 1, 2, 3, 4, 5, 6, 7, 13, 33]
-# K: odd, below/above the 4-groups, and past the 512 k-block (partial sums kept between blocks).
-KS = [1, 3, 4, 5, 31, 64, 513, 1030]
+# 16 (one AMX tile row), 33 (past the few-rows paths; on AMX two tile rows + 1 VNNI row), 48
+# (AMX: a 32-row block and a 16-row one).
+MS = [0, 1, 2, 3, 4, 5, 6, 7, 13, 16, 33, 48]
+# K: odd, below/above the 4-groups, one AMX tile (64) and its tails, past the 512 k-block
+# (partial sums kept between blocks).
+KS = [1, 3, 4, 5, 31, 64, 65, 130, 513, 1030]
 # N: odd, the 8-column AVX2 half, the 16-column panel and its tails, past the 256-column block.
 NS = [1, 7, 8, 9, 15, 16, 17, 33, 263]
 
@@ -54,7 +56,8 @@ def test_dtypes_and_zero_points(isa, a_dtype, b_dtype, per_column):
     assert torch.equal(out, reference.int8_matmul(a, b, za, zb))
 
 
-@pytest.mark.parametrize("m", [1, 3, 4, 6, 9])
+# 16, 32 and 50 rows reach the AMX tiles (fewer rows go to the VNNI kernel there).
+@pytest.mark.parametrize("m", [1, 3, 4, 6, 9, 16, 32, 50])
 @pytest.mark.parametrize("b_value", [-128, 127])
 def test_worst_case_no_int16_saturation(isa, m, b_value):
     # 255 * -128 * 2 = -65280 saturates an int16 pair sum (vpmaddubsw); every path must be exact.
@@ -69,8 +72,9 @@ def test_worst_case_no_int16_saturation(isa, m, b_value):
     assert torch.equal(ops.int8_matmul(a, b2), reference.int8_matmul(a, b2))
 
 
-def test_large_multithreaded(isa, threads):
-    a = _rand((67, 1100), torch.uint8, 5)
+@pytest.mark.parametrize("m", [67, 160])
+def test_large_multithreaded(isa, threads, m):
+    a = _rand((m, 1100), torch.uint8, 5)
     b = _rand((1100, 300), torch.int8, 6)
     assert torch.equal(ops.int8_matmul(a, b, 128), reference.int8_matmul(a, b, 128))
 

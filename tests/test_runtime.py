@@ -31,7 +31,7 @@ def test_set_isa_switches_kernels(isa_name):
         pyquant.set_isa(isa_name)
         info = pyquant.cpu_info()
         assert info["isa"] == isa_name
-        suffix = "avx512" if isa_name == "avx512vnni" else isa_name
+        suffix = "avx512" if isa_name in ("avx512vnni", "amx") else isa_name
         assert info["kernels"]["f32_qu8_quantize"] == f"f32_qu8_quantize__{suffix}"
     finally:
         pyquant.set_isa(SUPPORTED_ISAS[-1])
@@ -40,7 +40,7 @@ def test_set_isa_switches_kernels(isa_name):
 def test_set_isa_refuses_unknown_and_higher_levels():
     with pytest.raises(ValueError, match="isa must be one of"):
         pyquant.set_isa("sse9")
-    order = ["scalar", "avx2", "avx512", "avx512vnni"]
+    order = ["scalar", "avx2", "avx512", "avx512vnni", "amx"]
     above = order[len(SUPPORTED_ISAS):]
     for name in above:
         with pytest.raises(ValueError, match="not supported by this CPU"):
@@ -60,8 +60,8 @@ def test_env_var_forces_a_lower_isa_only():
     assert _isa_in_subprocess("scalar")[0] == "scalar"
     isa, err = _isa_in_subprocess("no-such-isa")
     assert isa == SUPPORTED_ISAS[-1] and "PYQUANT_ISA ignored" in err
-    if SUPPORTED_ISAS[-1] != "avx512vnni":
-        isa, err = _isa_in_subprocess("avx512vnni")
+    if SUPPORTED_ISAS[-1] != "amx":
+        isa, err = _isa_in_subprocess("amx")
         assert isa == SUPPORTED_ISAS[-1] and "not supported by this CPU" in err
 
 

@@ -20,6 +20,8 @@ ISA_FLAGS = {
                "-mavx512dq"],
     "avx512vnni": ["-mavx2", "-mfma", "-mf16c", "-mbmi2", "-mavx512f", "-mavx512bw",
                    "-mavx512vl", "-mavx512dq", "-mavx512vnni"],
+    "amx": ["-mavx2", "-mfma", "-mf16c", "-mbmi2", "-mavx512f", "-mavx512bw", "-mavx512vl",
+            "-mavx512dq", "-mavx512vnni", "-mamx-tile", "-mamx-int8"],
 }
 
 

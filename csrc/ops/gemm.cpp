@@ -172,8 +172,16 @@ void int8_matmul(const void* a, bool a_signed, int64_t M, int64_t K, int32_t a_z
     // int8 -> uint8 by adding 128 (flip the top bit); the zero point moves with the data.
     s.q.resize(static_cast<size_t>(M * K));
     const auto* src = static_cast<const uint8_t*>(a);
-    for (int64_t i = 0; i < M * K; ++i) s.q[i] = static_cast<uint8_t>(src[i] ^ 0x80u);
-    a_u8 = s.q.data();
+    // Raw pointers: a uint8_t store may alias the vector's own pointer, which would keep the
+    // compiler from vectorising a loop over s.q[i] (measured: 6 ms for 4M bytes).
+    uint8_t* dst = s.q.data();
+    const int64_t total = M * K;
+    const int64_t tasks = num_tasks_for(total, 1 << 20);
+    ThreadPool::global().run(tasks, [&](int64_t t) {
+      const int64_t i0 = total * t / tasks, i1 = total * (t + 1) / tasks;
+      for (int64_t i = i0; i < i1; ++i) dst[i] = static_cast<uint8_t>(src[i] ^ 0x80u);
+    });
+    a_u8 = dst;
     za += 128;
   }
   // The kernels see int8 B; a uint8 B was shifted by -128 when packed, so its zero point is too.

@@ -6,7 +6,8 @@
 namespace pyquant {
 
 // Ordered: each level implies every lower one.
-enum class Isa : int { scalar = 0, avx2 = 1, avx512 = 2, avx512vnni = 3 };
+// amx: AMX-TILE + AMX-INT8 on top of AVX-512 VNNI, with the OS's permission to use the tiles.
+enum class Isa : int { scalar = 0, avx2 = 1, avx512 = 2, avx512vnni = 3, amx = 4 };
 
 struct CpuFeatures {
   bool avx2 = false;      // with FMA and F16C, and the OS saving YMM state
@@ -15,6 +16,7 @@ struct CpuFeatures {
   bool avx512vl = false;
   bool avx512dq = false;
   bool avx512vnni = false;
+  bool amx_int8 = false;  // AMX-TILE + AMX-INT8, tile state enabled and granted (Linux)
 };
 
 // Read once (cpuid + xgetbv) and cached.

@@ -16,7 +16,9 @@
 // without any int16 intermediate that can saturate:
 //   scalar: int32 products; AVX2 / AVX-512BW: both operands widened to int16 and multiplied
 //   with vpmaddwd (pair sums |2 * 255 * 128| = 65280 fit int32; vpmaddubsw is NOT used because
-//   255 * -128 * 2 saturates its int16 result); VNNI: vpdpbusd (quad sums in int32, exact).
+//   255 * -128 * 2 saturates its int16 result); VNNI: vpdpbusd (quad sums in int32, exact);
+//   AMX: tdpbusd (the same quad sums, 16 x 16 x 64 per instruction). The packed layout is also
+//   AMX's B tile layout: 16 consecutive k-groups of a panel form one 16-row x 64-byte tile.
 // The int32 accumulation and the zero-point correction are modulo 2^32, so the result is exact
 // whenever the true value fits int32 (always when K * 255 * 128 < 2^31, i.e. K <= 65793).
 #pragma once
@@ -78,4 +80,12 @@ PYQUANT_DECLARE_GEMM_KERNELS(ref)
 PYQUANT_DECLARE_GEMM_KERNELS(avx2)
 PYQUANT_DECLARE_GEMM_KERNELS(avx512)
 PYQUANT_DECLARE_GEMM_KERNELS(avx512vnni)
+PYQUANT_DECLARE_GEMM_KERNELS(amx)
+namespace avx512vnni {
+// The finished-sum epilogue of the VNNI kernel for a block of whole-K int32 sums computed
+// elsewhere (the AMX kernel's tiles): acc[r * ld + c] is the sum of row i0 + r, column n + c,
+// for r < rows and c < cols (<= ld); writes the output as GemmArgs describes.
+void qs32_block_epilogue(const GemmArgs& g, const int32_t* acc, int64_t ld, int64_t i0,
+                         int64_t rows, int64_t n, int64_t cols);
+}  // namespace avx512vnni
 }  // namespace pyquant
