@@ -1,5 +1,6 @@
 """int8_matmul core (u8/s8 x s8 -> s32) vs torch._int_mm at M = K = N = 2048, with the clock
-measured in the same run to report int8 ops/cycle.
+and the VNNI peak (vpdpbusd issue rate) measured in the same run to report int8 ops/cycle and
+the fraction of that peak. ``pyquant_u8_vnni`` forces the AVX-512 VNNI kernel on an AMX machine.
 
     pytest bench/bench_int8_matmul.py --benchmark-json=bench/int8_matmul.json
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+import pyquant
 from pyquant import _C, ops
 
 
@@ -23,13 +25,28 @@ def operands():
     return a, b
 
 
-@pytest.mark.parametrize("impl", ["pyquant", "pyquant_u8", "pyquant_u7", "torch_int_mm"])
-def test_int8_matmul(benchmark, run_bench, bench_threads, operands, impl):
+@pytest.fixture
+def isa_for(request):
+    """Force the VNNI kernel for the *_vnni entries (skipped where the CPU lacks it)."""
+    impl = request.node.callspec.params["impl"]
+    if not impl.endswith("_vnni"):
+        yield
+        return
+    if "avx512vnni" not in pyquant.supported_isas():
+        pytest.skip("no AVX-512 VNNI")
+    pyquant.set_isa("avx512vnni")
+    yield
+    pyquant.set_isa(pyquant.supported_isas()[-1])
+
+
+@pytest.mark.parametrize("impl", ["pyquant", "pyquant_u8", "pyquant_u7", "pyquant_u8_vnni",
+                                  "torch_int_mm"])
+def test_int8_matmul(benchmark, run_bench, bench_threads, operands, impl, isa_for):
     a, b = operands
     out = torch.empty(SIZE, SIZE, dtype=torch.int32)
     if impl == "pyquant":
         fn = lambda: ops.int8_matmul(a, b, out=out)  # noqa: E731 (same int8 operands as torch)
-    elif impl == "pyquant_u8":
+    elif impl in ("pyquant_u8", "pyquant_u8_vnni"):
         au = a.view(torch.uint8)
         fn = lambda: ops.int8_matmul(au, b, out=out)  # noqa: E731 (the kernel's native u8 x s8)
     elif impl == "pyquant_u7":
@@ -45,5 +62,9 @@ def test_int8_matmul(benchmark, run_bench, bench_threads, operands, impl):
     benchmark.extra_info["gops"] = ops_total / best / 1e9
     ghz_after = _C.measure_clock_ghz()
     benchmark.extra_info["clock_ghz_after"] = ghz_after
+    peak = _C.measure_vnni_peak_gops()  # one core
+    if peak:
+        benchmark.extra_info["vnni_peak_gops_per_core"] = peak
+        benchmark.extra_info["fraction_of_vnni_peak"] = ops_total / best / 1e9 / (peak * bench_threads)
     benchmark.extra_info["ops_per_cycle_per_thread"] = (
         ops_total / best / (0.5 * (ghz + ghz_after) * 1e9) / bench_threads)

@@ -2,6 +2,8 @@
 #include <chrono>
 #include <string>
 
+#include "pyquant/cpu.h"
+#include "pyquant/gemm.h"
 #include "pyquant/bindings.h"
 #include "pyquant/ops.h"
 
@@ -38,6 +40,13 @@ void bind_gemm(py::module_& m) {
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     return 4.0 * static_cast<double>(iterations) / s / 1e9;
   }, py::arg("iterations") = 50000000);
+
+  // One core's VNNI peak, for the GEMM benchmarks' fraction-of-peak figures; 0 without VNNI.
+  m.def("measure_vnni_peak_gops", [](int64_t iterations) {
+    if (!cpu_features().avx512vnni) return 0.0;
+    py::gil_scoped_release release;
+    return avx512vnni::vpdpbusd_peak_gops(iterations);
+  }, py::arg("iterations") = 20000000);
 
   m.def(
       "gemm_pack_b",

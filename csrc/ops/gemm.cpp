@@ -9,6 +9,7 @@
 #include <emmintrin.h>  // SSE2, part of the x86-64 baseline
 
 #include "pyquant/dispatch.h"
+#include "pyquant/memory.h"
 #include "pyquant/ops.h"
 #include "pyquant/threadpool.h"
 
@@ -22,7 +23,7 @@ constexpr int64_t kRowBlock = 24;  // a multiple of the SIMD kernels' tile heigh
 // Reused across calls (one set per calling thread): the quantized activations and their
 // per-row parameters. Steady-state forwards allocate nothing.
 struct Scratch {
-  std::vector<uint8_t> q;
+  std::vector<uint8_t, CacheAlignedAllocator<uint8_t>> q;
   std::vector<float> scale;
   std::vector<int32_t> zero_point;
   std::vector<int32_t> row_sum;
@@ -172,14 +173,19 @@ void int8_matmul(const void* a, bool a_signed, int64_t M, int64_t K, int32_t a_z
     // int8 -> uint8 by adding 128 (flip the top bit); the zero point moves with the data.
     s.q.resize(static_cast<size_t>(M * K));
     const auto* src = static_cast<const uint8_t*>(a);
-    // Raw pointers: a uint8_t store may alias the vector's own pointer, which would keep the
-    // compiler from vectorising a loop over s.q[i] (measured: 6 ms for 4M bytes).
+    // Explicit SSE2: GCC left the byte loop scalar (a uint8_t store may alias any pointer held
+    // in memory; measured 6 ms for 4M bytes).
     uint8_t* dst = s.q.data();
     const int64_t total = M * K;
     const int64_t tasks = num_tasks_for(total, 1 << 20);
-    ThreadPool::global().run(tasks, [&](int64_t t) {
+    ThreadPool::global().run(tasks, [dst, src, total, tasks](int64_t t) {
       const int64_t i0 = total * t / tasks, i1 = total * (t + 1) / tasks;
-      for (int64_t i = i0; i < i1; ++i) dst[i] = static_cast<uint8_t>(src[i] ^ 0x80u);
+      const __m128i top = _mm_set1_epi8(static_cast<char>(0x80));
+      int64_t i = i0;
+      for (; i + 16 <= i1; i += 16)
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i),
+                         _mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i)), top));
+      for (; i < i1; ++i) dst[i] = static_cast<uint8_t>(src[i] ^ 0x80u);
     });
     a_u8 = dst;
     za += 128;

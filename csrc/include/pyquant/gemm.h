@@ -87,5 +87,8 @@ namespace avx512vnni {
 // for r < rows and c < cols (<= ld); writes the output as GemmArgs describes.
 void qs32_block_epilogue(const GemmArgs& g, const int32_t* acc, int64_t ld, int64_t i0,
                          int64_t rows, int64_t n, int64_t cols);
+// The vpdpbusd (zmm) issue rate of the calling core in int8 GOPS (2 x 64 per instruction),
+// from 24 independent chains: the peak the GEMM benchmarks compare with. Needs VNNI.
+double vpdpbusd_peak_gops(int64_t iterations);
 }  // namespace avx512vnni
 }  // namespace pyquant
