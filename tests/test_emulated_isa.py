@@ -8,6 +8,7 @@ every other test through the `isa` fixture, and this test is skipped.
 
 from __future__ import annotations
 
+import os
 import pathlib
 import shutil
 import subprocess
@@ -36,4 +37,31 @@ def test_avx512_kernels_match_scalar_under_emulation(tmp_path):
     assert build.returncode == 0, build.stderr[-4000:]
     run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-4000:]
+    assert " 0 failed" in run.stdout
+
+
+def test_amx_kernel_matches_scalar_under_emulation(tmp_path):
+    """The AMX kernel with its tile intrinsics emulated (tests/native/amx_immintrin/) and the
+    VNNI kernel it hands row tails and epilogues to under SIMDe. Skipped where AMX runs
+    natively, unless PYQUANT_FORCE_EMULATION=1 (checks the emulated build on an AMX machine)."""
+    if "amx" in pyquant.supported_isas() and os.environ.get("PYQUANT_FORCE_EMULATION") != "1":
+        pytest.skip("AMX runs natively here")
+    simde_py = pytest.importorskip("simde_py")
+    cxx = shutil.which("g++") or shutil.which("c++")
+    if cxx is None:
+        pytest.skip("no C++ compiler")
+    # The AMX kernel calls the VNNI one; avx512/, avx2/ as in the test above, ref/ is the oracle.
+    isas = ("amx", "avx512vnni", "avx512", "avx2", "ref")
+    sources = [p for isa in isas for p in sorted((ROOT / "csrc" / isa).glob("*.cpp"))]
+    exe = tmp_path / "emulated_amx_test"
+    cmd = [cxx, "-std=c++17", "-O1", "-w", "-DSIMDE_NO_NATIVE",
+           f"-I{ROOT / 'tests' / 'native' / 'amx_immintrin'}", f"-I{simde_py.get_include()}",
+           f"-I{ROOT / 'csrc' / 'include'}",
+           str(ROOT / "tests" / "native" / "emulated_amx_test.cpp"), *map(str, sources),
+           "-o", str(exe)]
+    build = subprocess.run(cmd, capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr[-4000:]
+    run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=600)
+    # stderr: the emulation's message when a tile instruction is misused (it aborts).
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
     assert " 0 failed" in run.stdout
