@@ -12,8 +12,8 @@ Two ways to run it:
 
 Implementations: fp32 dense ``F.linear`` (with ``out=``), ``torch.sparse.mm`` on a CSR
 weight, ``scipy.sparse`` CSR (if installed), pyquant fp32 sparse, pyquant sparse + int8, and
-PyTorch's dynamic int8 ``Linear`` (``torch.ao.quantization.quantize_dynamic``, fbgemm) as the
-dense int8 stand-in.
+PyTorch's dynamic int8 ``Linear`` (``torch.ao.quantization.quantize_dynamic``, fbgemm) and
+pyquant's own dense int8 ``QuantLinear`` (what a pruned-and-quantized layer competes with).
 """
 
 from __future__ import annotations
@@ -60,6 +60,7 @@ def implementations(w: torch.Tensor, m: int):
         lin.weight.copy_(w)
     qlin = torch.ao.quantization.quantize_dynamic(torch.nn.Sequential(lin), {torch.nn.Linear},
                                                   dtype=torch.qint8)
+    pqlin = pyquant.nn.QuantLinear.from_float(lin)  # pyquant's dense int8 layer (default config)
     impls = {
         "dense_f32": lambda: torch.nn.functional.linear(x, w, out=y) if _has_out() else
         torch.nn.functional.linear(x, w),
@@ -67,6 +68,7 @@ def implementations(w: torch.Tensor, m: int):
         "pyquant_sparse_f32": lambda: ops.sparse_linear(x, packed, out=y),
         "pyquant_sparse_int8": lambda: ops.sparse_linear(x, packed8, out=y),
         "torch_dynamic_int8_dense": lambda: qlin(x),
+        "pyquant_dense_int8": lambda: pqlin(x),
     }
     if sp is not None:
         w_sp = sp.csr_matrix(w.numpy())
@@ -115,20 +117,23 @@ def table(threads: int, reps: int) -> str:
             rows.append((s, m, t["dense_f32"] / t["pyquant_sparse_f32"],
                          base / t["pyquant_sparse_f32"],
                          t["torch_dynamic_int8_dense"] / t["pyquant_sparse_int8"],
+                         t["pyquant_dense_int8"] / t["pyquant_sparse_int8"],
                          t["dense_f32"] / t["pyquant_sparse_int8"],
                          t["dense_f32"], t["pyquant_sparse_f32"], t["pyquant_sparse_int8"],
                          t["torch_sparse_csr"], t.get("scipy_csr", float("nan")),
-                         t["torch_dynamic_int8_dense"]))
+                         t["torch_dynamic_int8_dense"], t["pyquant_dense_int8"]))
             print(f"sparsity {s:.2f} M {m:3d}: " + ", ".join(f"{k} {v * 1e3:.3f} ms"
                                                           for k, v in t.items()), flush=True)
     head = ("| sparsity | M | sparse f32 / dense f32 | sparse f32 / best(torch.sparse, scipy) "
-            "| sparse int8 / dense int8 (torch dynamic) | sparse int8 / dense f32 "
+            "| sparse int8 / dense int8 (torch dynamic) | sparse int8 / dense int8 (pyquant "
+            "QuantLinear) | sparse int8 / dense f32 "
             "| dense f32 ms | sparse f32 ms | sparse int8 ms | torch.sparse ms | scipy ms "
-            "| torch int8 ms |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
-    body = "".join(f"| {s:.0%} | {m} | {a:.2f}x | {b:.2f}x | {c:.2f}x | {d:.2f}x | {e * 1e3:.2f} "
-                   f"| {f * 1e3:.2f} | {g * 1e3:.2f} | {h * 1e3:.2f} | {i * 1e3:.2f} "
-                   f"| {j * 1e3:.2f} |\n"
-                   for s, m, a, b, c, d, e, f, g, h, i, j in rows)
+            "| torch int8 ms | pyquant int8 ms |\n|---|---|---|---|---|---|---|---|---|---|---|---|"
+            "---|---|\n")
+    body = "".join(f"| {s:.0%} | {m} | {a:.2f}x | {b:.2f}x | {c:.2f}x | {c2:.2f}x | {d:.2f}x "
+                   f"| {e * 1e3:.2f} | {f * 1e3:.2f} | {g * 1e3:.2f} | {h * 1e3:.2f} "
+                   f"| {i * 1e3:.2f} | {j * 1e3:.2f} | {j2 * 1e3:.2f} |\n"
+                   for s, m, a, b, c, c2, d, e, f, g, h, i, j, j2 in rows)
     return head + body
 
 
@@ -149,7 +154,7 @@ if pytest is not None:
         return _CACHE[(s, m)]
 
     _NAMES = ["dense_f32", "torch_sparse_csr", "scipy_csr", "pyquant_sparse_f32",
-              "pyquant_sparse_int8", "torch_dynamic_int8_dense"]
+              "pyquant_sparse_int8", "torch_dynamic_int8_dense", "pyquant_dense_int8"]
 
     @pytest.mark.parametrize("name", _NAMES)
     @pytest.mark.parametrize("m", MS)

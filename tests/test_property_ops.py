@@ -163,3 +163,82 @@ def test_quant_linear_matches_reference(x, n, act, seed, isa_name, nthreads):
              if act == "static" else {})
     want = R.quant_linear(x, q.weight_int8(), q.weight_scales(), q.bias_values(), act=act, **extra)
     assert torch.equal(q(x), want)
+
+
+# ----------------------------------------------------------------------------- blocked quantize
+
+
+@settings(max_examples=80, deadline=None)
+@given(rows=st.integers(1, 5), cols=st.integers(1, 70), block=st.integers(1, 33),
+       values=arrays(np.float32, 5 * 70, elements=_finite), signed=st.booleans(),
+       seed=st.integers(0, 2**31 - 1), isa_name=st.sampled_from(ISAS))
+def test_blocked_quantize_dequantize(rows, cols, block, values, signed, seed, isa_name):
+    # Blocks along the last axis, the last one ragged (cols % block), scales from 1e-30 to 1e30.
+    _on(isa_name, 1)
+    x = torch.from_numpy(values[: rows * cols].copy()).reshape(rows, cols)
+    g = torch.Generator().manual_seed(seed)
+    nb = -(-cols // block)
+    scale = torch.exp(torch.empty(rows, nb).uniform_(-69, 69, generator=g)).to(torch.float32)
+    dtype = torch.int8 if signed else torch.uint8
+    lo, hi = (-128, 128) if signed else (0, 256)
+    zp = torch.randint(lo, hi, (rows, nb), generator=g, dtype=torch.int32)
+    q = ops.quantize(x, scale, zp, axis=1, block_size=block, dtype=dtype)
+    assert torch.equal(q, R.quantize(x, scale, zp, axis=1, block_size=block, dtype=dtype))
+    assert torch.equal(ops.dequantize(q, scale, zp, axis=1, block_size=block),
+                       R.dequantize(q, scale, zp, axis=1, block_size=block))
+
+
+# ----------------------------------------------------------------------------- weight packing
+
+
+def _pack_reference(b_kn: torch.Tensor):
+    """The documented layout (csrc/include/pyquant/gemm.h) written out: B [K, N] as int8."""
+    k, n = b_kn.shape
+    kp, np_ = -(-k // 4) * 4, -(-n // 16) * 16
+    padded = torch.zeros(kp, np_, dtype=torch.int8)
+    padded[:k, :n] = b_kn
+    # data[p * Kp * 16 + g * 64 + c * 4 + j] = B(4g + j, 16p + c)
+    packed = padded.reshape(kp // 4, 4, np_ // 16, 16).permute(2, 0, 3, 1).reshape(-1)
+    return packed, padded.to(torch.int32).sum(0)
+
+
+@settings(max_examples=80, deadline=None)
+@given(k=st.integers(1, 90), n=st.integers(1, 70), unsigned=st.booleans(),
+       transposed=st.booleans(), seed=st.integers(0, 2**31 - 1), nthreads=st.sampled_from([1, 2]))
+def test_pack_int8_weight_layout(k, n, unsigned, transposed, seed, nthreads):
+    # The 4 x 16 SSE2 blocks, the ragged K and N edges and the panel split over threads.
+    _on(ISAS[-1], nthreads)
+    g = torch.Generator().manual_seed(seed)
+    dtype = torch.uint8 if unsigned else torch.int8
+    lo, hi = (0, 256) if unsigned else (-128, 128)
+    b = torch.randint(lo, hi, (k, n), generator=g, dtype=torch.int16).to(dtype)
+    packed, col_sum = ops.pack_int8_weight(b.T.contiguous() if transposed else b,
+                                           transposed=transposed)
+    signed = (b.to(torch.int16) - 128).to(torch.int8) if unsigned else b  # stored shifted
+    want_packed, want_sum = _pack_reference(signed)
+    assert torch.equal(packed, want_packed)
+    assert torch.equal(col_sum, want_sum)
+
+
+# ----------------------------------------------------------------------------- global pruning
+
+
+@settings(max_examples=60, deadline=None)
+@given(sizes=st.lists(st.integers(0, 300), min_size=1, max_size=4),
+       values=arrays(np.float32, 1200, elements=_finite | st.sampled_from([0.25, -0.25])),
+       frac=st.floats(0.0, 1.0), isa_name=st.sampled_from(ISAS), nthreads=st.sampled_from([1, 2]))
+def test_global_prune_of_a_list(sizes, values, frac, isa_name, nthreads):
+    # Several tensors pruned together (global magnitude pruning): exact count, ties in order.
+    _on(isa_name, nthreads)
+    ts, pos = [], 0
+    for s in sizes:
+        ts.append(torch.from_numpy(values[pos:pos + s].copy()))
+        pos += s
+    total = sum(sizes)
+    pruned = ops.pruning_count(frac, total)  # round(amount * n), torch.nn.utils.prune's count
+    masks = R.magnitude_mask([t.clone() for t in ts], total - pruned)
+    kept = ops.magnitude_prune_tensors_(ts, frac)
+    assert kept == [int(m.sum()) for m in masks]
+    for t, m, src in zip(ts, masks, np.split(values[:total], np.cumsum(sizes)[:-1])):
+        want = torch.where(m, torch.from_numpy(src.copy()), torch.zeros(()))
+        assert torch.equal(t, want)
