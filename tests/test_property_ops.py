@@ -242,3 +242,35 @@ def test_global_prune_of_a_list(sizes, values, frac, isa_name, nthreads):
     for t, m, src in zip(ts, masks, np.split(values[:total], np.cumsum(sizes)[:-1])):
         want = torch.where(m, torch.from_numpy(src.copy()), torch.zeros(()))
         assert torch.equal(t, want)
+
+
+# ----------------------------------------------------------------------------- choose_qparams
+
+
+@settings(max_examples=80, deadline=None)
+@given(x=arrays(np.float32, st.tuples(st.integers(1, 6), st.integers(1, 80)), elements=_moderate),
+       signed=st.booleans(), per_row=st.booleans(),
+       method=st.sampled_from(["minmax", "percentile", "mse"]), isa_name=st.sampled_from(ISAS))
+def test_choose_qparams_properties(x, signed, per_row, method, isa_name):
+    # minmax equals the dynamic-quantization rule (symmetric int8, ONNX-asymmetric uint8);
+    # every method gives finite scales > 0 and zero points in range; mse's squared error is never
+    # above minmax's (the full range is among its candidates).
+    _on(isa_name, 1)
+    xt = torch.from_numpy(x)
+    dtype = torch.int8 if signed else torch.uint8
+    axis = 0 if per_row else None
+    s, z = ops.choose_qparams(xt, dtype=dtype, symmetric=signed, axis=axis, method=method)
+    assert bool(torch.isfinite(s).all() & (s > 0).all())
+    lo, hi = (-128, 127) if signed else (0, 255)
+    assert bool(((z >= lo) & (z <= hi)).all())
+    if method == "minmax":
+        mn = xt.amin(dim=1) if per_row else xt.min()
+        mx = xt.amax(dim=1) if per_row else xt.max()
+        rs, rz = R.dynamic_qparams(mn, mx, dtype)
+        assert torch.equal(s, rs.reshape(s.shape)) and torch.equal(z, rz.reshape(z.shape))
+    if method == "mse":
+        def err(scale, zp):
+            q = ops.quantize(xt, scale, zp, axis=axis, dtype=dtype)
+            return float((ops.dequantize(q, scale, zp, axis=axis).double() - xt.double()).pow(2).sum())
+        ms, mz = ops.choose_qparams(xt, dtype=dtype, symmetric=signed, axis=axis, method="minmax")
+        assert err(s, z) <= err(ms, mz) * (1 + 1e-6) + 1e-30
