@@ -14,18 +14,12 @@
 #include <vector>
 
 #include "pyquant/gemm.h"
+#include "xorshift.h"
 
 namespace {
 
 int passed = 0, failed = 0;
 
-uint64_t rng_state = 0x9E3779B97F4A7C15ull;
-uint32_t next_u32() {
-  rng_state ^= rng_state << 13;
-  rng_state ^= rng_state >> 7;
-  rng_state ^= rng_state << 17;
-  return static_cast<uint32_t>(rng_state >> 11);
-}
 
 // One problem with every per-row / per-column array; the sizes are exact (Np per column) so a
 // sanitizer build would catch reads past them.

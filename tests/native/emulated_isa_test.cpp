@@ -11,6 +11,7 @@
 
 #include "pyquant/gemm.h"
 #include "pyquant/kernels.h"
+#include "xorshift.h"
 
 namespace {
 
@@ -25,13 +26,6 @@ void check(bool ok, const char* what, int64_t n) {
   }
 }
 
-uint64_t rng_state = 0x9E3779B97F4A7C15ull;
-uint32_t next_u32() {
-  rng_state ^= rng_state << 13;
-  rng_state ^= rng_state >> 7;
-  rng_state ^= rng_state << 17;
-  return static_cast<uint32_t>(rng_state >> 11);
-}
 float next_float(float spread) { return (static_cast<float>(next_u32() % 2000001) / 1e6f - 1.0f) * spread; }
 
 // Values that stress rounding and saturation: ties, +-0, subnormals, infinities, huge.
