@@ -34,7 +34,8 @@ def _assert_close_f32(y, x, w, b):
 
 
 SHAPES = [(1, 1), (13, 17), (37, 53), (64, 300), (9, 2500)]
-MS = list(range(1, 10)) + [31, 32, 33, 70]
+# 64, 65, 97, 130: several 32-column panels and their tails.
+MS = list(range(1, 10)) + [31, 32, 33, 64, 65, 70, 97, 130]
 
 
 @pytest.mark.parametrize("n,k", SHAPES)
@@ -49,7 +50,7 @@ def test_f32_matches_reference(isa, n, k, m):
     _assert_close_f32(ops.sparse_linear(x, p), x, w, None)
 
 
-@pytest.mark.parametrize("m", [1, 5, 33, 64])
+@pytest.mark.parametrize("m", [1, 5, 33, 64, 150])
 def test_f32_threads_and_blocks(isa, threads, m):
     w = _pruned(301, 777, 0.9, seed=3)
     x = torch.randn(m, 777)
