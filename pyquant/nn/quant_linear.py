@@ -206,7 +206,9 @@ class _QuantGemmBase(NativeArgsCache):
     def _gemm(self, x2: torch.Tensor) -> torch.Tensor:
         """x2: contiguous float32 [M, groups * k] -> float32 [M, groups * n] in one native call."""
         m = x2.shape[0]
-        out = ops._empty((m, self._groups * self._n), torch.float32)  # huge pages when large
+        # A plain allocation: huge-page advice here (ops._empty) stalled forwards by 15-40 ms
+        # in the layer benchmark (THP defrag=madvise compacts memory at the fault).
+        out = torch.empty((m, self._groups * self._n), dtype=torch.float32)
         _runtime._sync_threads()
         k, n, g, mode, s, z, w, col_sum, w_scale, bias = self._native_args()
         _C.quant_linear(x2.detach().numpy(), m, k, n, g, mode, s, z, w, col_sum, w_scale, bias,
