@@ -8,7 +8,7 @@ held-out test split (25%).
 
 Stages: fp32 training; gradual global magnitude pruning to 90% with distillation from the fp32
 model while fine-tuning; int8 quantization; save + reload + re-evaluate; a smaller student
-distilled from the fp32 model vs the same student trained alone (mean over 3 seeds); a sweep of
+distilled from the fp32 model vs the same student trained alone (mean over 5 seeds); a sweep of
 accuracy against compression ratio.
 """
 
@@ -178,7 +178,11 @@ class DemoConfig:
     student_channels: Tuple[int, int] = (16, 32)
     student_hidden: int = 64
     student_epochs: int = 15
-    seeds: Tuple[int, ...] = (0, 1, 2)
+    # 5, not 3: the plain student's accuracy spreads over several points between seeds (94-99%
+    # on the AMX machine), so 3 seeds decide little. There the distilled and plain means tied
+    # (97.96% each); a (12, 24)/48 student gained 2.0 points in one run and lost 0.3 in the
+    # next: the gain is within the seed noise on this data (README, "End-to-end").
+    seeds: Tuple[int, ...] = (0, 1, 2, 3, 4)
     temperature: float = 2.0
     alpha: float = 0.5
     sweep_sparsities: Tuple[float, ...] = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98)
