@@ -400,7 +400,11 @@ def _read(path: "os.PathLike[str] | str", verify: bool = True):
     mbytes = data[start:start + mlen]
     if hashlib.sha256(mbytes).digest() != msha:
         raise ModelFileError(f"{path}: corrupt file (manifest checksum mismatch)")
-    manifest = json.loads(mbytes.decode("utf-8"))
+    try:
+        manifest = json.loads(mbytes.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ModelFileError(f"{path}: corrupt file (manifest is not UTF-8 JSON: {err})") from None
+    _check_manifest(manifest, path)
     payload = data[start + mlen:]
     if len(payload) != manifest["payload_size"]:
         kind = "truncated" if len(payload) < manifest["payload_size"] else "corrupt"
@@ -413,6 +417,35 @@ def _read(path: "os.PathLike[str] | str", verify: bool = True):
     return manifest, payload
 
 
+# Manifest fields the loader relies on, with their JSON types. Checked before any is used: a
+# manifest is checksummed, but a checksum only proves the bytes are the ones written, not that
+# whoever wrote them told the truth.
+_MANIFEST_FIELDS = {"payload_size": int, "raw_size": int, "payload_sha256": str, "model": dict}
+
+
+def _check_manifest(manifest: Any, path: str) -> None:
+    if not isinstance(manifest, dict):
+        raise ModelFileError(f"{path}: corrupt file (manifest is a {type(manifest).__name__}, "
+                             "not an object)")
+    for key, typ in _MANIFEST_FIELDS.items():
+        value = manifest.get(key)
+        if not isinstance(value, typ) or isinstance(value, bool):
+            raise ModelFileError(f"{path}: corrupt manifest: {key!r} must be a "
+                                 f"{typ.__name__}, got {value!r:.60}")
+        if typ is int and value < 0:
+            raise ModelFileError(f"{path}: corrupt manifest: {key!r} is negative ({value})")
+
+
+def _check_spec(spec: Any, where: str) -> None:
+    """A module entry of the manifest: {"type": str, "config": dict, "children": dict, ...}."""
+    if not isinstance(spec, dict) or not isinstance(spec.get("type"), str):
+        raise ModelFileError(f"module {where}: corrupt manifest entry {spec!r:.80}")
+    for key in ("config", "children"):
+        if not isinstance(spec.get(key, {}), dict):
+            raise ModelFileError(f"module {where}: corrupt manifest entry ({key!r} must be an "
+                                 f"object, got {spec[key]!r:.60})")
+
+
 def _decode_payload(manifest: Dict[str, Any], payload: bytes, path: str) -> Dict[str, torch.Tensor]:
     from safetensors.torch import load as st_load
 
@@ -420,12 +453,21 @@ def _decode_payload(manifest: Dict[str, Any], payload: bytes, path: str) -> Dict
     if comp == "zstd":
         import zstandard
 
+        # The frame states its decompressed size; it must be the manifest's (a frame claiming
+        # more would otherwise be allocated as claimed).
+        claimed = zstandard.frame_content_size(payload)
+        if claimed != manifest["raw_size"]:
+            raise ModelFileError(f"{path}: corrupt file (compressed payload holds {claimed} "
+                                 f"bytes, manifest says {manifest['raw_size']})")
         raw = zstandard.ZstdDecompressor().decompress(payload,
                                                       max_output_size=manifest["raw_size"])
     elif comp is None:
         raw = payload
     else:
         raise ModelFileError(f"{path}: unknown compression {comp!r}")
+    if len(raw) != manifest["raw_size"]:
+        raise ModelFileError(f"{path}: corrupt file (payload decodes to {len(raw)} bytes, "
+                             f"manifest says {manifest['raw_size']})")
     return st_load(raw)
 
 
@@ -443,6 +485,7 @@ def _own_state(state: Mapping[str, torch.Tensor], prefix: str,
 def _build(spec: Dict[str, Any], state: Mapping[str, torch.Tensor], prefix: str,
            template: Optional[nn.Module]) -> nn.Module:
     where = prefix[:-1] or "<root>"
+    _check_spec(spec, where)
     tname = spec["type"]
     children = spec.get("children", {})
     if template is not None and _type_name(template) == tname:

@@ -354,3 +354,114 @@ def test_pruned_90_int8_zstd_file_is_over_10x_smaller(tmp_path, trained_mlp, dig
     assert fp32 / n_zstd > 10, (fp32, n_zstd)
     x, y = digits
     assert _accuracy(pyquant.load(tmp_path / "z.pq"), x, y) == _accuracy(q, x, y)
+
+
+# A manifest that lies consistently: its own checksum (and the payload's, where the payload is
+# rewritten) recomputed, so only the loader's own checks stand between it and the model.
+
+def _rewrite(data: bytes, edit_manifest=None, payload: bytes = None) -> bytes:
+    import hashlib
+
+    mstart, pstart = _layout(data)
+    manifest = json.loads(data[mstart:pstart])
+    if payload is not None:
+        manifest["payload_size"] = len(payload)
+        manifest["payload_sha256"] = hashlib.sha256(payload).hexdigest()
+    else:
+        payload = data[pstart:]
+    if edit_manifest is not None:
+        edit_manifest(manifest)
+    mbytes = json.dumps(manifest, sort_keys=True).encode("utf-8")
+    magic, version, _, _ = struct.unpack_from("<8sIQ32s", data, 0)
+    header = struct.pack("<8sIQ32s", magic, version, len(mbytes), hashlib.sha256(mbytes).digest())
+    return header + mbytes + payload
+
+
+def _first_linear(spec):
+    if spec["type"].endswith("Linear"):
+        return spec
+    for child in spec.get("children", {}).values():
+        found = _first_linear(child)
+        if found:
+            return found
+    return None
+
+
+def _lie_shape(m):
+    _first_linear(m["model"])["config"]["in_features"] += 3
+
+
+def _lie_type(m):
+    _first_linear(m["model"])["type"] = "torch.nn.Conv2d"
+
+
+def _lie_raw_size(m):
+    m["raw_size"] = m["raw_size"] // 2
+
+
+def _lie_missing_key(m):
+    del m["payload_size"]
+
+
+def _lie_not_a_dict(m):
+    m["model"] = ["not", "a", "module"]
+
+
+def _lie_compression(m):
+    m["compression"] = None  # zstd bytes read as a safetensors blob
+
+
+def _lie_num(m):
+    m["model"]["children"] = 7
+
+
+@pytest.mark.parametrize("lie", [_lie_shape, _lie_type, _lie_raw_size, _lie_missing_key,
+                                 _lie_not_a_dict, _lie_compression, _lie_num],
+                         ids=lambda f: f.__name__[5:])
+def test_consistent_lying_manifest_is_a_clear_error(saved, tmp_path, lie):
+    _, data = saved
+    p = tmp_path / "lie.pq"
+    p.write_bytes(_rewrite(data, lie))
+    with pytest.raises(pqio.ModelFileError):
+        pyquant.load(p)
+
+
+def test_manifest_not_json_or_not_utf8(saved, tmp_path):
+    import hashlib
+
+    _, data = saved
+    for mbytes in (b"\xff\xfe not utf-8", b"[1, 2, 3]", b"{not json"):
+        magic, version, _, _ = struct.unpack_from("<8sIQ32s", data, 0)
+        header = struct.pack("<8sIQ32s", magic, version, len(mbytes), hashlib.sha256(mbytes).digest())
+        p = tmp_path / "bad.pq"
+        p.write_bytes(header + mbytes)
+        with pytest.raises(pqio.ModelFileError):
+            pyquant.load(p)
+
+
+@pytest.mark.parametrize("inner", ["offsets_past_end", "header_length_huge", "dtype_unknown"])
+def test_payload_whose_tensor_table_lies(saved, tmp_path, inner):
+    # The safetensors blob's own header rewritten (offsets beyond the data, an absurd header
+    # length, an unknown dtype), recompressed, and every checksum recomputed.
+    import zstandard
+
+    _, data = saved
+    mstart, pstart = _layout(data)
+    raw = zstandard.ZstdDecompressor().decompress(data[pstart:])
+    hlen = struct.unpack_from("<Q", raw, 0)[0]
+    table = json.loads(raw[8:8 + hlen])
+    body = raw[8 + hlen:]
+    name = next(k for k in table if k != "__metadata__")
+    if inner == "offsets_past_end":
+        table[name]["data_offsets"] = [0, len(body) + 4096]
+    elif inner == "dtype_unknown":
+        table[name]["dtype"] = "Q7"
+    hbytes = json.dumps(table).encode()
+    hbytes += b" " * (-len(hbytes) % 8)
+    new_hlen = len(hbytes) if inner != "header_length_huge" else 1 << 40
+    new_raw = struct.pack("<Q", new_hlen) + hbytes + body
+    payload = zstandard.ZstdCompressor().compress(new_raw)
+    p = tmp_path / "inner.pq"
+    p.write_bytes(_rewrite(data, lambda m: m.update(raw_size=len(new_raw)), payload=payload))
+    with pytest.raises(pqio.ModelFileError):
+        pyquant.load(p)
