@@ -18,7 +18,7 @@ from typing import Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from pyquant import _C, _runtime
+from pyquant import _C, _alloc, _runtime
 
 __all__ = ["choose_qparams", "dequantize", "dynamic_quantize", "quantize"]
 
@@ -207,15 +207,7 @@ def _layout(shape: torch.Size, scale: torch.Tensor, axis, block_size):
             scale)
 
 
-# Fresh outputs at least this large are backed by huge pages (see csrc/include/pyquant/memory.h).
-_HUGE_PAGE_MIN_BYTES = 8 << 20
-
-
-def _empty(shape, dtype) -> torch.Tensor:
-    t = torch.empty(shape, dtype=dtype)
-    if t.numel() * t.element_size() >= _HUGE_PAGE_MIN_BYTES:
-        _C.advise_huge_pages(t.view(-1).view(torch.uint8).numpy())
-    return t
+_empty = _alloc.empty  # fresh outputs (pooled or on huge pages: see pyquant/_alloc.py)
 
 
 def _out_tensor(out, shape, dtype, name="out") -> torch.Tensor:

@@ -187,7 +187,7 @@ def test_cached_native_arguments_follow_new_weights(assign):
 def test_large_outputs_reuse_memory_only_after_release():
     # Outputs of >= 1 MB come from a pool (no page faults per forward); a held output, or a
     # view of it, must never be handed out again, and a released one is reused.
-    from pyquant.nn import _output_pool
+    from pyquant import _alloc as _output_pool
 
     torch.manual_seed(0)
     q = QuantLinear.from_float(torch.nn.Linear(64, 1024))

@@ -23,10 +23,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from pyquant import _C, _runtime, ops
+from pyquant import _C, _alloc, _runtime, ops
 from pyquant._runtime import supported_isas
 from pyquant.nn._native_cache import NativeArgsCache
-from pyquant.nn._output_pool import float32_empty
 
 _ACT_MODES = {"per_row": 0, "per_tensor": 1, "static": 2, "per_row7": 3}
 
@@ -207,10 +206,7 @@ class _QuantGemmBase(NativeArgsCache):
     def _gemm(self, x2: torch.Tensor) -> torch.Tensor:
         """x2: contiguous float32 [M, groups * k] -> float32 [M, groups * n] in one native call."""
         m = x2.shape[0]
-        # Large outputs reuse memory the caller has let go of (no page faults per forward; see
-        # _output_pool). Huge-page advice instead stalled forwards by 15-40 ms here (THP
-        # defrag=madvise compacts memory at the fault).
-        out = float32_empty((m, self._groups * self._n))
+        out = _alloc.empty((m, self._groups * self._n), torch.float32)  # no faults per call
         _runtime._sync_threads()
         k, n, g, mode, s, z, w, col_sum, w_scale, bias = self._native_args()
         _C.quant_linear(x2.detach().numpy(), m, k, n, g, mode, s, z, w, col_sum, w_scale, bias,

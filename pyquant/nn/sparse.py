@@ -13,9 +13,8 @@ from typing import Optional
 import torch
 from torch import nn
 
-from pyquant import _C, _runtime, ops
+from pyquant import _C, _alloc, _runtime, ops
 from pyquant.nn._native_cache import NativeArgsCache
-from pyquant.nn._output_pool import float32_empty
 from pyquant.ops_sparse import SparsePacked
 
 __all__ = ["SparseLinear", "SparseQuantLinear"]
@@ -135,9 +134,7 @@ class _SparseLinearBase(NativeArgsCache):
         if not x.is_contiguous():
             x = x.contiguous()
         fn, pre, bp, nb = self._native or self._native_args()
-        # Through numpy: ~1 us where torch.empty(shape, dtype=) took 4-6 us; large outputs
-        # reuse memory the caller has let go of (_output_pool).
-        y = float32_empty(tuple(x.shape[:-1]) + (self.out_features,))
+        y = _alloc.empty(tuple(x.shape[:-1]) + (self.out_features,), torch.float32)
         _runtime._sync_threads()
         # One native call; shapes and dtypes were checked above and the pack at build time.
         fn(x.numpy(), x.numel() // k, *pre, y.numpy(), bp, nb)
