@@ -9,8 +9,9 @@ a tiny timing (a 512 x 512 layer at 90% sparsity, 32 rows, best of several runs;
 against the layer the user would otherwise run: fp32 ``F.linear`` for the fp32 sparse kernel,
 the dense int8 ``QuantLinear`` for the sparse + int8 one (on an AMX CPU dense int8 is several
 times faster than fp32, which moves the break-even up). The break-even sparsity is clamped to
-[0.5, 0.98] so a noisy timing cannot swap dense-ish layers or refuse very sparse ones. Pass ``min_sparsity`` to skip the timing and use
-a fixed threshold (deterministic, what the tests do).
+[0.5, 0.98] so a noisy timing cannot swap dense-ish layers or refuse very sparse ones. Pass
+``min_sparsity`` to skip the timing and use a fixed threshold (deterministic, what the tests
+do).
 """
 
 from __future__ import annotations

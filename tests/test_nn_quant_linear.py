@@ -187,7 +187,7 @@ def test_cached_native_arguments_follow_new_weights(assign):
 def test_large_outputs_reuse_memory_only_after_release():
     # Outputs of >= 1 MB come from a pool (no page faults per forward); a held output, or a
     # view of it, must never be handed out again, and a released one is reused.
-    from pyquant import _alloc as _output_pool
+    from pyquant import _alloc
 
     torch.manual_seed(0)
     q = QuantLinear.from_float(torch.nn.Linear(64, 1024))
@@ -195,22 +195,22 @@ def test_large_outputs_reuse_memory_only_after_release():
     size = 512 * 1024 * 4
     with torch.no_grad():
         want = [q(x).clone() for x in xs]
-        _output_pool.clear()
+        _alloc.clear()
         y0 = q(xs[0])
         view = q(xs[1])[10:20]  # only a view of this output survives
         y2 = q(xs[2])
         for _ in range(3):
             q(xs[2])  # transient outputs recycle one buffer among themselves
-        assert _output_pool.pooled_bytes() == size
+        assert _alloc.pooled_bytes() == size
         assert torch.equal(y0, want[0]) and torch.equal(view, want[1][10:20])
         assert torch.equal(y2, want[2])
         ptrs = {y0.data_ptr(), view.untyped_storage().data_ptr(), y2.data_ptr()}
         assert len(ptrs) == 3
         p0 = y0.data_ptr()
         del y0
-        assert _output_pool.pooled_bytes() == 2 * size
+        assert _alloc.pooled_bytes() == 2 * size
         y3 = q(xs[1])  # the last buffer released is the first reused
         assert y3.data_ptr() == p0 and torch.equal(y3, want[1])
         assert torch.equal(view, want[1][10:20]) and torch.equal(y2, want[2])
         del view
-        assert _output_pool.pooled_bytes() == 2 * size  # the view was the last user of its buffer
+        assert _alloc.pooled_bytes() == 2 * size  # the view was the last user of its buffer

@@ -14,7 +14,8 @@ double vpdpbusd_peak_gops(int64_t iterations) {
   (void)iterations;
   return 0.0;
 #else
-  int64_t n = iterations > 0 ? iterations : 1;
+  const int64_t iters = iterations > 0 ? iterations : 1;
+  int64_t n = iters;
   const auto t0 = std::chrono::steady_clock::now();
   __asm__ volatile(
       "vpxord %%zmm30, %%zmm30, %%zmm30\n\t"
@@ -31,8 +32,7 @@ double vpdpbusd_peak_gops(int64_t iterations) {
         "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "xmm16", "xmm17", "xmm18", "xmm19",
         "xmm20", "xmm21", "xmm22", "xmm23", "xmm30", "xmm31");
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  const double per_call = iterations > 0 ? static_cast<double>(iterations) : 1.0;
-  return 24.0 * 128.0 * per_call / s / 1e9;
+  return 24.0 * 128.0 * static_cast<double>(iters) / s / 1e9;
 #endif
 }
 

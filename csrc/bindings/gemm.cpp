@@ -27,11 +27,10 @@ void bind_gemm(py::module_& m) {
   m.attr("GEMM_KR") = kGemmKR;
 
   // For benchmarks that report ops/cycle: the effective clock of this core right now, from a
-  // chain of dependent integer adds (one per cycle on any x86 core since the P6).
+  // chain of dependent register adds (one per cycle on any x86 core since the P6; not
+  // `add reg, imm`, whose chains Golden Cove and later fold at rename, several per cycle).
   m.def("measure_clock_ghz", [](int64_t iterations) {
     py::gil_scoped_release release;
-    // A chain of dependent register adds: one per cycle. (Immediate adds would not do: Golden
-    // Cove and later fold chains of `add reg, imm` at rename and run several per cycle.)
     uint64_t x = 0;
     const uint64_t y = static_cast<uint64_t>(iterations) | 1;
     const auto t0 = std::chrono::steady_clock::now();

@@ -15,6 +15,7 @@
 #endif
 
 #include "pyquant/dispatch.h"
+#include "pyquant/memory.h"
 #include "pyquant/ops.h"
 #include "pyquant/threadpool.h"
 
@@ -47,12 +48,10 @@ std::vector<Panel> make_panels(int64_t m, int64_t k, int64_t* total) {
 // made half of the 32-byte panel loads straddle two cache lines.
 template <typename T>
 T* scratch(size_t n, int slot) {
-  thread_local std::vector<char> bufs[2];
-  std::vector<char>& b = bufs[slot];
-  const size_t bytes = n * sizeof(T) + 64;
-  if (b.size() < bytes) b.resize(bytes);
-  const auto addr = reinterpret_cast<uintptr_t>(b.data());
-  return reinterpret_cast<T*>((addr + 63) & ~static_cast<uintptr_t>(63));
+  thread_local std::vector<char, CacheAlignedAllocator<char>> bufs[2];
+  auto& b = bufs[slot];
+  if (b.size() < n * sizeof(T)) b.resize(n * sizeof(T));
+  return reinterpret_cast<T*>(b.data());
 }
 
 // Transposes x rows [m0, m0 + valid) into panel[k * width + j] for k in [k0, k1), padding
