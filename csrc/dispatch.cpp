@@ -7,7 +7,7 @@ Kernels make_table(Isa isa) {
   Kernels k;
   k.isa = isa;
   // Fill every op from one ISA namespace; a lower namespace stands in where a level adds no
-  // kernel of its own for that op (the VNNI and AMX levels only add GEMM kernels).
+  // kernel of its own for that op (the VNNI and AMX levels add GEMM kernels and, for VNNI, the int8 sparse one).
 #define PYQUANT_USE(ns, suffix, op) \
   k.op = ns::op;                    \
   k.names.emplace_back(#op, #op "__" suffix);
@@ -49,6 +49,12 @@ Kernels make_table(Isa isa) {
     case Isa::avx512: PYQUANT_USE(avx512, "avx512", qu8qs8_gemm) break;
     case Isa::avx512vnni: PYQUANT_USE(avx512vnni, "avx512vnni", qu8qs8_gemm) break;
     case Isa::amx: PYQUANT_USE(amx, "amx", qu8qs8_gemm) break;
+  }
+  // Sparse int8: VNNI fuses the pair product and its sum (vpdpwssd); AMX has no sparse use.
+  if (isa == Isa::avx512vnni || isa == Isa::amx) {
+    k.qs16_spmm_csr = avx512vnni::qs16_spmm_csr;
+    for (auto& name : k.names)
+      if (name.first == "qs16_spmm_csr") name.second = "qs16_spmm_csr__avx512vnni";
   }
   // 7-bit activations: AVX2 has a faster exact kernel; elsewhere the general one is as fast.
   k.qu7qs8_gemm = k.qu8qs8_gemm;

@@ -178,6 +178,10 @@ void check_sparse() {
       pyquant::avx512::qs16_spmm_csr(&wq, 0, n_rows, row_ptr.data(), row_ptr.data() + 1, 1,
                                      qpanel.data(), width, qb.data(), false);
       check(qa == qb, "qs16_spmm_csr", n_rows * width);
+      std::vector<int32_t> qc(qa.size(), 0);
+      pyquant::avx512vnni::qs16_spmm_csr(&wq, 0, n_rows, row_ptr.data(), row_ptr.data() + 1, 1,
+                                         qpanel.data(), width, qc.data(), false);
+      check(qa == qc, "qs16_spmm_csr avx512vnni", n_rows * width);
     }
     std::vector<float> x(k + 64), bias(n_rows + 64), ya(n_rows + 64, 0.0f), yb(ya);
     for (int64_t i = 0; i < k; ++i) x[i] = next_float(2.0f);

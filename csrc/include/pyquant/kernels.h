@@ -157,4 +157,10 @@ namespace pyquant {
 PYQUANT_DECLARE_SPARSE_KERNELS(ref)
 PYQUANT_DECLARE_SPARSE_KERNELS(avx2)
 PYQUANT_DECLARE_SPARSE_KERNELS(avx512)
+// VNNI adds only the int8 kernel (vpdpwssd); its other sparse ops are the AVX-512 ones.
+namespace avx512vnni {
+void qs16_spmm_csr(const SparseMatrix* w, int64_t n0, int64_t n1, const int64_t* begin,
+                   const int64_t* end, int64_t stride, const int16_t* panel, int64_t width,
+                   int32_t* acct, bool accumulate);
+}
 }  // namespace pyquant

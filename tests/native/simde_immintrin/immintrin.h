@@ -77,3 +77,9 @@ static inline void _mm512_mask_storeu_epi32(void* p, simde__mmask16 k, simde__m5
   for (int i = 0; i < 16; ++i)
     if ((k >> i) & 1) std::memcpy(static_cast<char*>(p) + 4 * i, &lanes[i], 4);
 }
+
+// c where k is clear, a * b + c where it is set (the FMA's result on cleared lanes is dropped).
+static inline simde__m512 _mm512_mask3_fmadd_ps(simde__m512 a, simde__m512 b, simde__m512 c,
+                                                simde__mmask16 k) {
+  return simde_mm512_mask_mov_ps(c, k, simde_mm512_fmadd_ps(a, b, c));
+}

@@ -1,0 +1,68 @@
+// int8 sparse x dense with AVX-512 VNNI: the AVX-512 scheme (csrc/avx512/spmm_csr.cpp) with
+// each pair's vpmaddwd + vpaddd fused into one vpdpwssd. Tail panels (M % 32) take the AVX2
+// kernel, which is an out-of-line function valid on any AVX-512 CPU.
+#include <immintrin.h>
+
+#include <cstdint>
+
+#include "pyquant/kernels.h"
+
+namespace pyquant {
+namespace avx512vnni {
+namespace {
+
+// One zmm of int16 per panel row; unpacklo/hi work per 128-bit lane, so lo holds columns
+// {8q .. 8q+3} and hi {8q+4 .. 8q+7} of lane q, and a two-source permute restores column order.
+template <typename I>
+void q32(const int16_t* values, const I* idx, int64_t n0, int64_t n1, const int64_t* begin,
+         const int64_t* end_p, int64_t stride, const int16_t* panel, int32_t* acct,
+         bool accumulate) {
+  const __m512i first = _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23);
+  const __m512i second =
+      _mm512_setr_epi32(8, 9, 10, 11, 24, 25, 26, 27, 12, 13, 14, 15, 28, 29, 30, 31);
+  const auto pair = [&](int64_t p, __m512i& lo, __m512i& hi) {
+    int32_t wpair;
+    __builtin_memcpy(&wpair, values + p, 4);
+    const __m512i wp = _mm512_set1_epi32(wpair);
+    const __m512i a = _mm512_loadu_si512(panel + static_cast<int64_t>(idx[p]) * 32);
+    const __m512i b = _mm512_loadu_si512(panel + static_cast<int64_t>(idx[p + 1]) * 32);
+    lo = _mm512_dpwssd_epi32(lo, _mm512_unpacklo_epi16(a, b), wp);
+    hi = _mm512_dpwssd_epi32(hi, _mm512_unpackhi_epi16(a, b), wp);
+  };
+  for (int64_t n = n0; n < n1; ++n) {
+    int32_t* out = acct + n * 32;
+    __m512i lo0 = _mm512_setzero_si512(), hi0 = _mm512_setzero_si512();
+    __m512i lo1 = _mm512_setzero_si512(), hi1 = _mm512_setzero_si512();
+    const int64_t end = end_p[n * stride];
+    int64_t p = begin[n * stride];
+    for (; p + 4 <= end; p += 4) {  // runs have an even length: at most one pair is left
+      pair(p, lo0, hi0);
+      pair(p + 2, lo1, hi1);
+    }
+    if (p < end) pair(p, lo0, hi0);
+    const __m512i lo = _mm512_add_epi32(lo0, lo1), hi = _mm512_add_epi32(hi0, hi1);
+    __m512i r0 = _mm512_permutex2var_epi32(lo, first, hi);
+    __m512i r1 = _mm512_permutex2var_epi32(lo, second, hi);
+    if (accumulate) {
+      r0 = _mm512_add_epi32(r0, _mm512_loadu_si512(out));
+      r1 = _mm512_add_epi32(r1, _mm512_loadu_si512(out + 16));
+    }
+    _mm512_storeu_si512(out, r0);
+    _mm512_storeu_si512(out + 16, r1);
+  }
+}
+
+}  // namespace
+
+void qs16_spmm_csr(const SparseMatrix* w, int64_t n0, int64_t n1, const int64_t* begin,
+                   const int64_t* end, int64_t stride, const int16_t* panel, int64_t width,
+                   int32_t* acct, bool accumulate) {
+  if (width != 32)
+    return avx2::qs16_spmm_csr(w, n0, n1, begin, end, stride, panel, width, acct, accumulate);
+  const auto* v = static_cast<const int16_t*>(w->values);
+  if (w->idx16) q32(v, w->idx16, n0, n1, begin, end, stride, panel, acct, accumulate);
+  else q32(v, w->idx32, n0, n1, begin, end, stride, panel, acct, accumulate);
+}
+
+}  // namespace avx512vnni
+}  // namespace pyquant
