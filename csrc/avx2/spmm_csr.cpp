@@ -112,6 +112,10 @@ void spmv(const SparseMatrix* w, const I* idx, int64_t n0, int64_t n1, const int
     const int64_t end = end_p[n];
     __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
     for (; p + 16 <= end; p += 16) {
+      // Software prefetch 256 entries ahead in both weight streams: forced AVX2 on the
+      // AVX-512 machine, 90%: 0.67 -> 0.61 ms (95%: 0.39 -> 0.35 ms) in one run.
+      _mm_prefetch(reinterpret_cast<const char*>(values + p + 256), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(idx + p + 256), _MM_HINT_T0);
       a0 = _mm256_fmadd_ps(_mm256_loadu_ps(values + p), gather8(x, idx + p), a0);
       a1 = _mm256_fmadd_ps(_mm256_loadu_ps(values + p + 8), gather8(x, idx + p + 8), a1);
     }
