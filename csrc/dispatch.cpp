@@ -42,6 +42,14 @@ Kernels make_table(Isa isa) {
       PYQUANT_USE_ALL(avx512, "avx512")
       break;
   }
+  // Sparse int8: VNNI fuses the pair product and its sum (vpdpwssd) and adds the quad kernel
+  // (vpdpbusd); AMX has no use for sparse weights.
+  if (isa == Isa::avx512vnni || isa == Isa::amx) {
+    k.qs16_spmm_csr = avx512vnni::qs16_spmm_csr;
+    for (auto& name : k.names)
+      if (name.first == "qs16_spmm_csr") name.second = "qs16_spmm_csr__avx512vnni";
+    PYQUANT_USE(avx512vnni, "avx512vnni", qu8x4_spmm_csr)
+  }
   // GEMM: the VNNI and AMX levels have their own kernels.
   switch (isa) {
     case Isa::scalar: PYQUANT_USE(ref, "scalar", qu8qs8_gemm) break;
@@ -49,12 +57,6 @@ Kernels make_table(Isa isa) {
     case Isa::avx512: PYQUANT_USE(avx512, "avx512", qu8qs8_gemm) break;
     case Isa::avx512vnni: PYQUANT_USE(avx512vnni, "avx512vnni", qu8qs8_gemm) break;
     case Isa::amx: PYQUANT_USE(amx, "amx", qu8qs8_gemm) break;
-  }
-  // Sparse int8: VNNI fuses the pair product and its sum (vpdpwssd); AMX has no sparse use.
-  if (isa == Isa::avx512vnni || isa == Isa::amx) {
-    k.qs16_spmm_csr = avx512vnni::qs16_spmm_csr;
-    for (auto& name : k.names)
-      if (name.first == "qs16_spmm_csr") name.second = "qs16_spmm_csr__avx512vnni";
   }
   // 7-bit activations: AVX2 has a faster exact kernel; elsewhere the general one is as fast.
   k.qu7qs8_gemm = k.qu8qs8_gemm;

@@ -149,9 +149,47 @@ class SparsePacked:
             self.__dict__["_np_cache"] = cache
         return cache
 
+    @property
+    def is_quads(self) -> bool:
+        """True for an int8 pack made of aligned 1 x 4 blocks along K (every run a sequence of
+        quads, entries 4i..4i+3 at columns 4q..4q+3; ``sparse_pack(..., block=4)`` builds
+        them). Detected from the structure, so a loaded ``state_dict`` keeps it; VNNI CPUs
+        run such packs with one ``vpdpbusd`` per quad."""
+        return self._quad_args() is not None
+
+    def _quad_args(self):
+        """(quad_w, quad_col, row_sum) int32 numpy arrays for _C, or None: built once."""
+        if "_quad_cache" not in self.__dict__:
+            self.__dict__["_quad_cache"] = self._make_quads()
+        return self.__dict__["_quad_cache"]
+
+    def _make_quads(self):
+        n, k, nnz = self.out_features, self.in_features, self.values.numel()
+        if self.dtype != torch.int8 or k % 4 or nnz % 4 or nnz == 0:
+            return None
+        runs = (self.row_ptr[1:] - self.row_ptr[:-1] if self.block_ptr is None
+                else (self.block_ptr[:, 1:] - self.block_ptr[:, :-1]).reshape(-1))
+        if bool((runs % 4 != 0).any()):
+            return None
+        cols = self.col_idx.to(torch.int64).reshape(-1, 4)
+        if self.col_idx.dtype == torch.int16:
+            cols = cols & 0xFFFF
+        if bool((cols[:, 0] % 4 != 0).any()) or not bool(
+                (cols == cols[:, :1] + torch.arange(4)).all()):
+            return None
+        vals = self.values.to(torch.int8).reshape(-1, 4)
+        quad_w = vals.contiguous().view(torch.int32).reshape(-1)  # entry 4i in the low byte
+        counts = self.row_ptr[1:] - self.row_ptr[:-1]
+        rows = torch.repeat_interleave(torch.arange(n), counts) if self.block_ptr is None else \
+            torch.repeat_interleave(torch.arange(n).repeat(self.num_blocks), runs)
+        row_sum = torch.zeros(n, dtype=torch.int64).index_add_(0, rows, self.values.to(torch.int64))
+        return (_np(quad_w.contiguous()), _np((cols[:, 0] // 4).to(torch.int32).contiguous()),
+                _np(row_sum.to(torch.int32)))
+
     def __getstate__(self):
         state = dict(self.__dict__)
         state.pop("_np_cache", None)
+        state.pop("_quad_cache", None)
         return state
 
     @property
@@ -202,9 +240,10 @@ class SparsePacked:
 
     def __repr__(self) -> str:
         idx = "uint16" if self.col_idx.dtype == torch.int16 else "int32"
+        quads = ", 1x4 blocks" if self.is_quads else ""
         return (f"SparsePacked({self.out_features}x{self.in_features}, dtype={self.dtype}, "
                 f"nnz={self.nnz}, density={self.density:.4f}, idx={idx}, "
-                f"{self.bytes_per_nonzero} B/nonzero)")
+                f"{self.bytes_per_nonzero} B/nonzero{quads})")
 
 
 def _narrow_idx(cols: torch.Tensor, k: int) -> torch.Tensor:
@@ -287,8 +326,13 @@ def _layout(rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, n: int, 
     return row_ptr, (None if block_ptr is None else block_ptr.contiguous()), cols, vals
 
 
+# block="auto" stores an int8 weight as 1 x 4 blocks when at least this fraction of the
+# entries of its nonzero quads is nonzero (zero fill costs at most a third more entries).
+_AUTO_QUAD_FILL = 0.75
+
+
 def sparse_pack(w: TensorLike, *, dtype: torch.dtype = torch.float32,
-                k_block="auto") -> SparsePacked:
+                k_block="auto", block="auto") -> SparsePacked:
     """Pack a pruned dense weight ``w [N, K]`` for :func:`sparse_linear`.
 
     Exact zeros are dropped; everything else is kept. Build once per layer.
@@ -302,13 +346,20 @@ def sparse_pack(w: TensorLike, *, dtype: torch.dtype = torch.float32,
             :func:`auto_k_block`, ~100 entries per row and block). With several blocks the
             entries are stored block-major so the kernels stream them while one block of the
             activation panel stays in L1/L2 (see ``sparse_format.md``).
+        block: int8 only. 4: store every aligned group of 4 columns of a row (a quad) that
+            holds a nonzero whole, zeros included (``prune.block_prune_`` makes such weights),
+            so VNNI CPUs run one ``vpdpbusd`` per quad; needs ``in_features % 4 == 0``. 1:
+            entries one by one. ``"auto"`` (default): 4 when the nonzero quads are at least
+            75% filled, else 1. fp32 packs are always 1.
 
     Returns:
         SparsePacked.
 
     Raises:
         TypeError: w not float32 / dtype not float32 or int8.
-        ValueError: w not 2-d, not contiguous, on another device, or not finite; bad k_block.
+        ValueError: w not 2-d, not contiguous, on another device, or not finite; bad k_block
+            or block (block=4 with fp32, with in_features % 4 != 0, or with a k_block that is
+            not a multiple of 4).
     """
     w = _as_tensor(w, "w").detach()
     _check_input(w, "w", (torch.float32,))
@@ -321,7 +372,15 @@ def sparse_pack(w: TensorLike, *, dtype: torch.dtype = torch.float32,
     if not (k_block is None or (isinstance(k_block, str) and k_block == "auto")
             or (isinstance(k_block, int) and not isinstance(k_block, bool) and k_block >= 8)):
         raise ValueError(f"k_block must be None, 'auto' or an int >= 8, got {k_block!r}")
+    if not (block in (1, 4) and not isinstance(block, bool)
+            or isinstance(block, str) and block == "auto"):
+        raise ValueError(f"block must be 1, 4 or 'auto', got {block!r}")
     n, k = w.shape
+    if block == 4 and (dtype != torch.int8 or k % 4):
+        raise ValueError("block=4 needs dtype=torch.int8 and in_features % 4 == 0, got "
+                         f"{dtype} and in_features={k}")
+    if block == 4 and isinstance(k_block, int) and k_block % 4:
+        raise ValueError(f"block=4 needs k_block to be a multiple of 4, got {k_block}")
     if dtype == torch.float32:
         q, scale = w, None
     else:
@@ -331,6 +390,11 @@ def sparse_pack(w: TensorLike, *, dtype: torch.dtype = torch.float32,
         scale = torch.where(scale > 0, scale, torch.ones_like(scale)).to(torch.float32)
         q = torch.clamp(torch.round(w / scale[:, None]), -127, 127)
     mask = q != 0
+    if dtype == torch.int8 and k % 4 == 0 and k and block != 1:
+        quads = mask.reshape(n, k // 4, 4).any(-1)
+        filled = int(mask.sum()) / max(1, 4 * int(quads.sum()))
+        if block == 4 or filled >= _AUTO_QUAD_FILL:
+            mask = quads.repeat_interleave(4, dim=1)  # whole quads, zeros included
     nz = mask.nonzero()  # row-major: ascending columns within a row
     rows, cols = nz[:, 0], nz[:, 1]
     vals = q[mask] if dtype == torch.float32 else q[mask].to(torch.int16)
@@ -403,7 +467,7 @@ def sparse_linear(x: TensorLike, packed: SparsePacked, bias: Optional[TensorLike
                              yn, bp, nb)
     else:
         _C.sparse_linear_q8(xn, rows, rp, ci, vals, scale, packed.out_features,
-                            packed.in_features, b, yn, bp, nb)
+                            packed.in_features, b, yn, bp, nb, packed._quad_args())
     return y
 
 
@@ -446,5 +510,6 @@ def sparse_q8_accumulate(xq: TensorLike, zero_point: TensorLike, packed: SparseP
     _runtime._sync_threads()
     _C.sparse_q8_accumulate(_np(xq).reshape(-1), _np(zp), xq.shape[0], _np(packed.row_ptr),
                             _np(packed.col_idx), _np(packed.values), packed.out_features,
-                            packed.in_features, _np(y).reshape(-1), *packed._block_args())
+                            packed.in_features, _np(y).reshape(-1), *packed._block_args(),
+                            packed._quad_args())
     return y

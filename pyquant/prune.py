@@ -35,7 +35,8 @@ from torch.nn.utils import parametrize
 
 from pyquant import ops
 
-__all__ = ["GradualPruner", "LayerReport", "apply_masks_", "cubic_sparsity", "get_masks",
+__all__ = ["GradualPruner", "LayerReport", "apply_masks_", "block_mask", "block_prune_",
+           "cubic_sparsity", "get_masks",
            "load_masked_state_dict", "magnitude_masks_", "magnitude_prune_", "make_permanent",
            "nm_mask", "nm_prune_", "prunable_layers", "remove", "sensitivity_analysis",
            "structured_mask", "structured_prune_"]
@@ -362,6 +363,45 @@ def nm_mask(weight: torch.Tensor, n: int = 2, m: int = 4) -> torch.Tensor:
     return keep.reshape(weight.shape)
 
 
+def block_mask(weight: torch.Tensor, amount, *, block: int = 4, norm: str = "l1"
+               ) -> torch.Tensor:
+    """Keep-mask pruning aligned 1 x ``block`` groups of consecutive input weights with the
+    smallest norm, over the whole tensor (rows flattened past the output dim).
+
+    The layout of DeepSparse-style block pruning for int8: a ``sparse_pack(w, dtype=int8)`` of
+    a 1 x 4 blocked weight runs one ``vpdpbusd`` per block on VNNI CPUs (``sparse_format.md``).
+    ``round(amount * groups)`` groups pruned (or an int count); equal norms keep the lower index.
+
+    Args:
+        weight: tensor of shape (out, ...) whose per-row size is a multiple of block.
+        amount: fraction in [0, 1] or int count of groups to prune.
+        block: group width (>= 1).
+        norm: "l1" or "l2".
+
+    Returns:
+        bool tensor shaped like weight, True = kept.
+
+    Raises:
+        ValueError: bad block, norm or amount, or rows not a multiple of block.
+    """
+    if isinstance(block, bool) or not isinstance(block, int) or block < 1:
+        raise ValueError(f"block must be an int >= 1, got {block!r}")
+    if norm not in ("l1", "l2"):
+        raise ValueError(f"norm must be 'l1' or 'l2', got {norm!r}")
+    rows = weight.shape[0] if weight.ndim else 1
+    w = weight.detach().reshape(rows, -1)
+    if w.shape[1] % block:
+        raise ValueError(f"each output row has {w.shape[1]} weights, not a multiple of "
+                         f"block={block}")
+    groups = w.reshape(-1, block)
+    norms = groups.abs().sum(1) if norm == "l1" else groups.pow(2).sum(1).sqrt()
+    keep = norms.numel() - ops.pruning_count(amount, norms.numel())
+    order = torch.sort(norms, descending=True, stable=True).indices
+    kept = torch.zeros(norms.numel(), dtype=torch.bool)
+    kept[order[:keep]] = True
+    return kept.repeat_interleave(block).reshape(weight.shape)
+
+
 def _prune_with(model, name, module, masks: bool, make_mask) -> LayerReport:
     """Prune one layer by the keep-mask make_mask(weight) builds, on top of any earlier mask."""
     w = _raw_weight(module)
@@ -423,6 +463,34 @@ def nm_prune_(model: nn.Module, n: int = 2, m: int = 4, *,
         if w.numel() == 0 or (w.numel() // w.shape[0]) % m:
             continue
         reports.append(_prune_with(model, name, mod, masks, lambda w: nm_mask(w, n, m)))
+    return reports
+
+
+@torch.no_grad()
+def block_prune_(model: nn.Module, amount, *, block: int = 4, norm: str = "l1",
+                 filter_fn: Optional[FilterFn] = None, masks: bool = False
+                 ) -> List[LayerReport]:
+    """Block pruning (aligned 1 x ``block`` groups along the input dim, see
+    :func:`block_mask`) of every prunable layer whose rows are a multiple of block, per layer.
+
+    Layers whose row size is not a multiple of block are skipped (and absent from the report).
+
+    Args:
+        amount: fraction or count of groups pruned per layer.
+        block, norm: see :func:`block_mask`.
+        filter_fn: optional layer filter.
+        masks: attach masks instead of zeroing permanently.
+
+    Returns:
+        list of :class:`LayerReport`.
+    """
+    reports = []
+    for name, mod in _layers_or_raise(model, filter_fn):
+        w = _raw_weight(mod)
+        if w.numel() == 0 or (w.numel() // w.shape[0]) % block:
+            continue
+        reports.append(_prune_with(model, name, mod, masks,
+                                   lambda w: block_mask(w, amount, block=block, norm=norm)))
     return reports
 
 

@@ -1,6 +1,7 @@
-// int8 sparse x dense with AVX-512 VNNI: the AVX-512 scheme (csrc/avx512/spmm_csr.cpp) with
-// each pair's vpmaddwd + vpaddd fused into one vpdpwssd. Tail panels (M % 32) take the AVX2
-// kernel, which is an out-of-line function valid on any AVX-512 CPU.
+// int8 sparse x dense with AVX-512 VNNI. Pairs: the AVX-512 scheme (csrc/avx512/spmm_csr.cpp)
+// with each pair's vpmaddwd + vpaddd fused into one vpdpwssd; tail panels (M % 32) take the
+// AVX2 kernel, an out-of-line function valid on any AVX-512 CPU. Quads (1 x 4 blocks): one
+// vpdpbusd per quad and 16 columns on uint8 activations.
 #include <immintrin.h>
 
 #include <cstdint>
@@ -52,7 +53,53 @@ void q32(const int16_t* values, const I* idx, int64_t n0, int64_t n1, const int6
   }
 }
 
+// Quads: one vpdpbusd per quad and 16 columns (the panel row of quad q is already in VNNI order),
+// C zmm per quad for a 16 * C column panel, 4 quads in flight.
+template <int C>
+void quads(const QuadMatrix* w, int64_t n0, int64_t n1, const int64_t* begin, const int64_t* end_p,
+           int64_t stride, const uint8_t* panel, const int32_t* zp, int32_t* acct,
+           bool accumulate) {
+  constexpr int64_t W = 16 * C;
+  __m512i zpv[C];
+  for (int c = 0; c < C; ++c) zpv[c] = _mm512_loadu_si512(zp + 16 * c);
+  for (int64_t n = n0; n < n1; ++n) {
+    int32_t* out = acct + n * W;
+    __m512i a[4][C];
+    for (int u = 0; u < 4; ++u)
+      for (int c = 0; c < C; ++c) a[u][c] = _mm512_setzero_si512();
+    const __m512i neg_sum = _mm512_set1_epi32(-w->row_sum[n]);
+    for (int c = 0; c < C; ++c)
+      a[0][c] = accumulate ? _mm512_loadu_si512(out + 16 * c) : _mm512_mullo_epi32(zpv[c], neg_sum);
+    int64_t i = begin[n * stride] / 4;
+    const int64_t e = end_p[n * stride] / 4;
+    for (; i + 4 <= e; i += 4) {
+      for (int u = 0; u < 4; ++u) {
+        const __m512i wq = _mm512_set1_epi32(w->quad_w[i + u]);
+        const uint8_t* xr = panel + static_cast<int64_t>(w->quad_col[i + u]) * (W * 4);
+        for (int c = 0; c < C; ++c)
+          a[u][c] = _mm512_dpbusd_epi32(a[u][c], _mm512_loadu_si512(xr + 64 * c), wq);
+      }
+    }
+    for (; i < e; ++i) {
+      const __m512i wq = _mm512_set1_epi32(w->quad_w[i]);
+      const uint8_t* xr = panel + static_cast<int64_t>(w->quad_col[i]) * (W * 4);
+      for (int c = 0; c < C; ++c)
+        a[0][c] = _mm512_dpbusd_epi32(a[0][c], _mm512_loadu_si512(xr + 64 * c), wq);
+    }
+    for (int c = 0; c < C; ++c)
+      _mm512_storeu_si512(out + 16 * c, _mm512_add_epi32(_mm512_add_epi32(a[0][c], a[1][c]),
+                                                         _mm512_add_epi32(a[2][c], a[3][c])));
+  }
+}
+
 }  // namespace
+
+void qu8x4_spmm_csr(const QuadMatrix* w, int64_t n0, int64_t n1, const int64_t* begin,
+                    const int64_t* end, int64_t stride, const uint8_t* panel, int64_t width,
+                    const int32_t* zp, int32_t* acct, bool accumulate) {
+  if (width == 32) return quads<2>(w, n0, n1, begin, end, stride, panel, zp, acct, accumulate);
+  quads<1>(w, n0, n1, begin, end, stride, panel, zp, acct, accumulate);  // width 16
+}
 
 void qs16_spmm_csr(const SparseMatrix* w, int64_t n0, int64_t n1, const int64_t* begin,
                    const int64_t* end, int64_t stride, const int16_t* panel, int64_t width,

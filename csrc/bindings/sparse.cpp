@@ -64,6 +64,33 @@ SparseBlocks make_blocks(const py::object& block_ptr, int64_t num_blocks, int64_
   return b;
 }
 
+// The quad view of a 1 x 4 blocked int8 pack: (quad_w int32 [nnz / 4], quad_col int32
+// [nnz / 4], row_sum int32 [n]) or None. Contents are derived from the validated pack by
+// pyquant.ops_sparse; here only the shapes are checked. Holds the arrays while the op runs.
+struct QuadArgs {
+  carray<int32_t> quad_w, quad_col, row_sum;
+  QuadMatrix matrix;
+  const QuadMatrix* get() const { return matrix.quad_w ? &matrix : nullptr; }
+};
+
+QuadArgs make_quads(const py::object& quads, int64_t n, int64_t k, const SparseMatrix& w) {
+  QuadArgs a;
+  if (quads.is_none()) return a;
+  const auto t = quads.cast<py::tuple>();
+  require(t.size() == 3, "quads must be (quad_w, quad_col, row_sum)");
+  a.quad_w = t[0].cast<carray<int32_t>>();
+  a.quad_col = t[1].cast<carray<int32_t>>();
+  a.row_sum = t[2].cast<carray<int32_t>>();
+  require(k % 4 == 0, "quads need k % 4 == 0");
+  require(a.quad_w.size() * 4 == w.row_ptr[n] && a.quad_col.size() == a.quad_w.size(),
+          "quad_w and quad_col must have nnz / 4 elements");
+  require(a.row_sum.size() == n, "row_sum must have n elements");
+  a.matrix.quad_w = a.quad_w.data();
+  a.matrix.quad_col = a.quad_col.data();
+  a.matrix.row_sum = a.row_sum.data();
+  return a;
+}
+
 }  // namespace
 
 void bind_sparse(py::module_& m) {
@@ -148,9 +175,10 @@ void bind_sparse(py::module_& m) {
       [](const carray<float>& x, int64_t rows, const carray<int64_t>& row_ptr,
          const py::array& idx, const carray<int16_t>& values, const carray<float>& w_scale,
          int64_t n, int64_t k, const py::object& bias, carray<float> out,
-         const py::object& block_ptr, int64_t num_blocks) {
+         const py::object& block_ptr, int64_t num_blocks, const py::object& quads) {
         const SparseMatrix w = make_matrix(row_ptr, idx, values, n, k);
         const SparseBlocks blocks = make_blocks(block_ptr, num_blocks, n);
+        const QuadArgs qa = make_quads(quads, n, k, w);
         require(rows >= 0 && x.size() == rows * k, "x must have rows * k elements");
         require(out.size() == rows * n, "out must have rows * n elements");
         require(w_scale.size() == n, "w_scale must have n elements");
@@ -161,23 +189,25 @@ void bind_sparse(py::module_& m) {
         Status st;
         {
           py::gil_scoped_release release;
-          st = sparse_linear_q8(w, blocks, w_scale.data(), x.data(), rows, b, y);
+          st = sparse_linear_q8(w, blocks, w_scale.data(), x.data(), rows, b, y,
+                                qa.get());
         }
         raise_status(st, "x");
       },
       py::arg("x").noconvert(), py::arg("rows"), py::arg("row_ptr").noconvert(),
       py::arg("col_idx"), py::arg("values").noconvert(), py::arg("w_scale").noconvert(),
       py::arg("n"), py::arg("k"), py::arg("bias").none(true), py::arg("out").noconvert(),
-      py::arg("block_ptr").none(true), py::arg("num_blocks"));
+      py::arg("block_ptr").none(true), py::arg("num_blocks"), py::arg("quads").none(true) = py::none());
 
   m.def(
       "sparse_q8_accumulate",
       [](const carray<uint8_t>& xq, const carray<int32_t>& zero_point, int64_t rows,
          const carray<int64_t>& row_ptr, const py::array& idx, const carray<int16_t>& values,
          int64_t n, int64_t k, carray<int32_t> out, const py::object& block_ptr,
-         int64_t num_blocks) {
+         int64_t num_blocks, const py::object& quads) {
         const SparseMatrix w = make_matrix(row_ptr, idx, values, n, k);
         const SparseBlocks blocks = make_blocks(block_ptr, num_blocks, n);
+        const QuadArgs qa = make_quads(quads, n, k, w);
         require(rows >= 0 && xq.size() == rows * k, "xq must have rows * k elements");
         require(zero_point.size() == rows, "zero_point must have rows elements");
         require(out.size() == rows * n, "out must have rows * n elements");
@@ -185,12 +215,13 @@ void bind_sparse(py::module_& m) {
         require_disjoint(out, "out", zero_point, "zero_point");
         int32_t* acc = out.mutable_data();
         py::gil_scoped_release release;
-        sparse_q8_accumulate(w, blocks, xq.data(), zero_point.data(), rows, acc);
+        sparse_q8_accumulate(w, blocks, xq.data(), zero_point.data(), rows, acc,
+                             qa.get());
       },
       py::arg("xq").noconvert(), py::arg("zero_point").noconvert(), py::arg("rows"),
       py::arg("row_ptr").noconvert(), py::arg("col_idx"), py::arg("values").noconvert(),
       py::arg("n"), py::arg("k"), py::arg("out").noconvert(), py::arg("block_ptr").none(true),
-      py::arg("num_blocks"));
+      py::arg("num_blocks"), py::arg("quads").none(true) = py::none());
 }
 
 }  // namespace bindings

@@ -8,6 +8,7 @@
 // is read and written sequentially. Then yt -> y[m][n] (+ epilogue).
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #if defined(__SSE2__)
@@ -30,12 +31,14 @@ struct Panel {
   int64_t m0, valid, width, offset;
 };
 
-std::vector<Panel> make_panels(int64_t m, int64_t k, int64_t* total) {
+// Panels of kPanel columns of M, the last one `multiple`-rounded (the fp32 and pair kernels
+// take multiples of 8 columns, the quad kernel multiples of 16).
+std::vector<Panel> make_panels(int64_t m, int64_t k, int64_t* total, int64_t multiple = 8) {
   std::vector<Panel> panels;
   int64_t offset = 0;
   for (int64_t m0 = 0; m0 < m; m0 += kPanel) {
     const int64_t valid = std::min(kPanel, m - m0);
-    const int64_t width = (valid + 7) / 8 * 8;  // kernels take multiples of 8 columns
+    const int64_t width = (valid + multiple - 1) / multiple * multiple;
     panels.push_back({m0, valid, width, offset});
     offset += width * k;
   }
@@ -116,12 +119,25 @@ void pack_panel_f32(const float* x, int64_t k, const Panel& p, int64_t k0, int64
 #endif
 }
 
+// uint8 x_q rows [m0, m0 + valid) into the quad kernel's VNNI-order panel for columns
+// [k0, k1) (multiples of 4): panel[(q * width + j) * 4 + t] = x_q[m0 + j, 4q + t], zero for
+// j >= valid.
+void pack_panel_quads(const uint8_t* xq, int64_t k, const Panel& p, int64_t k0, int64_t k1,
+                      uint8_t* panel) {
+  const int64_t w = p.width;
+  for (int64_t q = k0 / 4; q < k1 / 4; ++q) {
+    uint8_t* o = panel + q * w * 4;
+    for (int64_t j = 0; j < p.valid; ++j) std::memcpy(o + j * 4, xq + (p.m0 + j) * k + 4 * q, 4);
+    std::memset(o + p.valid * 4, 0, static_cast<size_t>((w - p.valid) * 4));
+  }
+}
+
 // Packs every panel, split over threads by panel and K range; pack(p, k0, k1, dst).
 template <typename Dst, typename Pack>
 void pack_panels(int64_t m, int64_t k, const std::vector<Panel>& panels, Dst* buf, Pack pack) {
   const int64_t tasks = num_tasks_for(m * k, 1 << 16);
   const int64_t per_panel = std::max<int64_t>(1, tasks / static_cast<int64_t>(panels.size()));
-  const int64_t chunk = (k + per_panel - 1) / per_panel;
+  const int64_t chunk = ((k + per_panel - 1) / per_panel + 3) / 4 * 4;  // whole quads
   ThreadPool::global().run(static_cast<int64_t>(panels.size()) * per_panel, [&](int64_t t) {
     const Panel& p = panels[t / per_panel];
     const int64_t k0 = std::min(k, (t % per_panel) * chunk), k1 = std::min(k, k0 + chunk);
@@ -159,7 +175,7 @@ inline int64_t block_count(const SparseBlocks& blocks) {
   return blocks.block_ptr != nullptr ? blocks.num_blocks : 1;
 }
 
-// Runs kernel(n0, n1, begin, end, stride, panel, width, tile, accumulate) over every panel and
+// Runs kernel(n0, n1, begin, end, stride, panel data, panel, tile, accumulate) over every panel and
 // K block for each task's rows, then finish(task rows, panel, tile) converts the tile.
 // Per panel, blocks outer and rows inner: the weight stream is read sequentially (the pack
 // stores it block-major), one K block of the panel stays in L1/L2 while every row uses it,
@@ -178,7 +194,7 @@ void run_blocked(const SparseMatrix& w, const SparseBlocks& blocks, int64_t m,
       A* tile = tiles + p.m0 * w.n;  // every earlier panel is 32 wide
       for (int64_t b = 0; b < nb; ++b) {
         const int64_t* base = block_base(w, blocks, b);
-        kernel(n0, n1, base, base + 1, 1, panel_buf + p.offset, p.width, tile, b > 0);
+        kernel(n0, n1, base, base + 1, 1, panel_buf + p.offset, p, tile, b > 0);
       }
       finish(n0, n1, p, tile);
     }
@@ -219,6 +235,31 @@ void transpose_out(int64_t n0, int64_t n1, const Panel& p, const A* tile, F4 f4,
   }
 }
 
+// Quad packs (1 x 4 blocks) where the CPU has the quad kernel: x_q as uint8 panels in VNNI
+// order (16-column multiples), the tile started at -zp * row_sum by the kernel, then
+// finish(n0, n1, panel, tile) as for pairs.
+template <typename Finish>
+void run_quads(const SparseMatrix& w, const SparseBlocks& blocks, const QuadMatrix& quads,
+               const uint8_t* xq, const int32_t* zero_point, int64_t m, Finish finish) {
+  const Kernels& kt = kernels();
+  int64_t total = 0;
+  const std::vector<Panel> panels = make_panels(m, w.k, &total, 16);
+  uint8_t* buf = scratch<uint8_t>(static_cast<size_t>(total), 1);  // slot 0 may hold xq
+  int32_t* tiles = scratch<int32_t>(static_cast<size_t>(((m + 15) / 16 * 16) * w.n), 0);
+  std::vector<int32_t> zp((m + 15) / 16 * 16, 0);  // 0 in the padding columns
+  std::copy(zero_point, zero_point + m, zp.begin());
+  pack_panels(m, w.k, panels, buf, [&](const Panel& p, int64_t k0, int64_t k1, uint8_t* dst) {
+    pack_panel_quads(xq, w.k, p, k0, k1, dst);
+  });
+  run_blocked(
+      w, blocks, m, panels, buf, tiles,
+      [&](int64_t n0, int64_t n1, const int64_t* b, const int64_t* e, int64_t s,
+          const uint8_t* pb, const Panel& p, int32_t* tile, bool acc) {
+        kt.qu8x4_spmm_csr(&quads, n0, n1, b, e, s, pb, p.width, zp.data() + p.m0, tile, acc);
+      },
+      finish);
+}
+
 }  // namespace
 
 void sparse_linear_f32(const SparseMatrix& w, const SparseBlocks& blocks, const float* x,
@@ -249,8 +290,8 @@ void sparse_linear_f32(const SparseMatrix& w, const SparseBlocks& blocks, const 
   run_blocked(
       w, blocks, m, panels, buf, tiles,
       [&](int64_t n0, int64_t n1, const int64_t* b, const int64_t* e, int64_t s, const float* pb,
-          int64_t width, float* tile, bool acc) {
-        kt.f32_spmm_csr(&w, n0, n1, b, e, s, pb, width, tile, acc);
+          const Panel& p, float* tile, bool acc) {
+        kt.f32_spmm_csr(&w, n0, n1, b, e, s, pb, p.width, tile, acc);
       },
       [&](int64_t n0, int64_t n1, const Panel& p, const float* tile) {
         const auto out1 = [&](int64_t mi, int64_t ni, float v) {
@@ -269,7 +310,8 @@ void sparse_linear_f32(const SparseMatrix& w, const SparseBlocks& blocks, const 
 }
 
 Status sparse_linear_q8(const SparseMatrix& w, const SparseBlocks& blocks, const float* w_scale,
-                        const float* x, int64_t m, const float* bias, float* y) {
+                        const float* x, int64_t m, const float* bias, float* y,
+                        const QuadMatrix* quads) {
   const Kernels& kt = kernels();
   if (m == 0 || w.n == 0) return Status::ok;
   // Per-row dynamic quantization with the core op (also catches NaN / Inf in x).
@@ -278,6 +320,30 @@ Status sparse_linear_q8(const SparseMatrix& w, const SparseBlocks& blocks, const
   std::vector<int32_t> zp(m);
   const Status st = dynamic_quantize(x, xq, QDtype::u8, m, w.k, xs.data(), zp.data());
   if (st != Status::ok) return st;
+  const int64_t n = w.n;
+  const float* xsp = xs.data();
+  const auto finish = [&](int64_t n0, int64_t n1, const Panel& p, const int32_t* tile) {
+    const auto out1 = [&](int64_t mi, int64_t ni, int32_t v) {
+      y[mi * n + ni] =
+          static_cast<float>(v) * (xsp[mi] * w_scale[ni]) + (bias ? bias[ni] : 0.0f);
+    };
+#if defined(__SSE2__)
+    // The same operations in the same order as out1, so both round alike.
+    const auto out4 = [&](int64_t mi, int64_t ni, __m128 bits) {
+      const __m128 s = _mm_mul_ps(_mm_set1_ps(xsp[mi]), _mm_loadu_ps(w_scale + ni));
+      __m128 v = _mm_mul_ps(_mm_cvtepi32_ps(_mm_castps_si128(bits)), s);
+      v = _mm_add_ps(v, bias ? _mm_loadu_ps(bias + ni) : _mm_setzero_ps());
+      _mm_storeu_ps(y + mi * n + ni, v);
+    };
+#else
+    const auto out4 = out1;
+#endif
+    transpose_out(n0, n1, p, tile, out4, out1);
+  };
+  if (quads != nullptr && kt.qu8x4_spmm_csr != nullptr) {
+    run_quads(w, blocks, *quads, xq, zp.data(), m, finish);
+    return Status::ok;
+  }
   int64_t total = 0;
   const std::vector<Panel> panels = make_panels(m, w.k, &total);
   int16_t* buf = scratch<int16_t>(static_cast<size_t>(total), 0);
@@ -290,39 +356,37 @@ Status sparse_linear_q8(const SparseMatrix& w, const SparseBlocks& blocks, const
       return static_cast<int16_t>(static_cast<int32_t>(v) - zpp[mi]);
     });
   });
-  const int64_t n = w.n;
-  const float* xsp = xs.data();
   run_blocked(
       w, blocks, m, panels, buf, tiles,
       [&](int64_t n0, int64_t n1, const int64_t* b, const int64_t* e, int64_t s,
-          const int16_t* pb, int64_t width, int32_t* tile, bool acc) {
-        kt.qs16_spmm_csr(&w, n0, n1, b, e, s, pb, width, tile, acc);
+          const int16_t* pb, const Panel& p, int32_t* tile, bool acc) {
+        kt.qs16_spmm_csr(&w, n0, n1, b, e, s, pb, p.width, tile, acc);
       },
-      [&](int64_t n0, int64_t n1, const Panel& p, const int32_t* tile) {
-        const auto out1 = [&](int64_t mi, int64_t ni, int32_t v) {
-          y[mi * n + ni] =
-              static_cast<float>(v) * (xsp[mi] * w_scale[ni]) + (bias ? bias[ni] : 0.0f);
-        };
-#if defined(__SSE2__)
-        // The same operations in the same order as out1, so both round alike.
-        const auto out4 = [&](int64_t mi, int64_t ni, __m128 bits) {
-          const __m128 s = _mm_mul_ps(_mm_set1_ps(xsp[mi]), _mm_loadu_ps(w_scale + ni));
-          __m128 v = _mm_mul_ps(_mm_cvtepi32_ps(_mm_castps_si128(bits)), s);
-          v = _mm_add_ps(v, bias ? _mm_loadu_ps(bias + ni) : _mm_setzero_ps());
-          _mm_storeu_ps(y + mi * n + ni, v);
-        };
-#else
-        const auto out4 = out1;
-#endif
-        transpose_out(n0, n1, p, tile, out4, out1);
-      });
+      finish);
   return Status::ok;
 }
 
 void sparse_q8_accumulate(const SparseMatrix& w, const SparseBlocks& blocks, const uint8_t* xq,
-                          const int32_t* zero_point, int64_t m, int32_t* acc) {
+                          const int32_t* zero_point, int64_t m, int32_t* acc,
+                          const QuadMatrix* quads) {
   const Kernels& kt = kernels();
   if (m == 0 || w.n == 0) return;
+  const int64_t n = w.n;
+  const auto finish = [&](int64_t n0, int64_t n1, const Panel& p, const int32_t* tile) {
+    const auto out1 = [&](int64_t mi, int64_t ni, int32_t v) { acc[mi * n + ni] = v; };
+#if defined(__SSE2__)
+    const auto out4 = [&](int64_t mi, int64_t ni, __m128 bits) {
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(acc + mi * n + ni), _mm_castps_si128(bits));
+    };
+#else
+    const auto out4 = out1;
+#endif
+    transpose_out(n0, n1, p, tile, out4, out1);
+  };
+  if (quads != nullptr && kt.qu8x4_spmm_csr != nullptr) {
+    run_quads(w, blocks, *quads, xq, zero_point, m, finish);
+    return;
+  }
   int64_t total = 0;
   const std::vector<Panel> panels = make_panels(m, w.k, &total);
   int16_t* buf = scratch<int16_t>(static_cast<size_t>(total), 0);
@@ -332,24 +396,13 @@ void sparse_q8_accumulate(const SparseMatrix& w, const SparseBlocks& blocks, con
       return static_cast<int16_t>(static_cast<int32_t>(v) - zero_point[mi]);
     });
   });
-  const int64_t n = w.n;
   run_blocked(
       w, blocks, m, panels, buf, tiles,
       [&](int64_t n0, int64_t n1, const int64_t* b, const int64_t* e, int64_t s,
-          const int16_t* pb, int64_t width, int32_t* tile, bool a) {
-        kt.qs16_spmm_csr(&w, n0, n1, b, e, s, pb, width, tile, a);
+          const int16_t* pb, const Panel& p, int32_t* tile, bool a) {
+        kt.qs16_spmm_csr(&w, n0, n1, b, e, s, pb, p.width, tile, a);
       },
-      [&](int64_t n0, int64_t n1, const Panel& p, const int32_t* tile) {
-        const auto out1 = [&](int64_t mi, int64_t ni, int32_t v) { acc[mi * n + ni] = v; };
-#if defined(__SSE2__)
-        const auto out4 = [&](int64_t mi, int64_t ni, __m128 bits) {
-          _mm_storeu_si128(reinterpret_cast<__m128i*>(acc + mi * n + ni), _mm_castps_si128(bits));
-        };
-#else
-        const auto out4 = out1;
-#endif
-        transpose_out(n0, n1, p, tile, out4, out1);
-      });
+      finish);
 }
 
 }  // namespace pyquant

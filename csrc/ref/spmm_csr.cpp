@@ -60,5 +60,23 @@ void qs16_spmm_csr(const SparseMatrix* w, int64_t n0, int64_t n1, const int64_t*
   else spmm(v, w->idx32, n0, n1, begin, end, stride, panel, width, acct, accumulate);
 }
 
+void qu8x4_spmm_csr(const QuadMatrix* w, int64_t n0, int64_t n1, const int64_t* begin,
+                    const int64_t* end, int64_t stride, const uint8_t* panel, int64_t width,
+                    const int32_t* zp, int32_t* acct, bool accumulate) {
+  for (int64_t n = n0; n < n1; ++n) {
+    int32_t* out = acct + n * width;
+    if (!accumulate)
+      for (int64_t j = 0; j < width; ++j) out[j] = -zp[j] * w->row_sum[n];
+    for (int64_t i = begin[n * stride] / 4; i < end[n * stride] / 4; ++i) {
+      const uint32_t quad = static_cast<uint32_t>(w->quad_w[i]);
+      const uint8_t* xr = panel + static_cast<int64_t>(w->quad_col[i]) * width * 4;
+      for (int64_t j = 0; j < width; ++j)
+        for (int t = 0; t < 4; ++t)
+          out[j] += static_cast<int32_t>(xr[j * 4 + t]) *
+                    static_cast<int32_t>(static_cast<int8_t>(quad >> (8 * t)));
+    }
+  }
+}
+
 }  // namespace ref
 }  // namespace pyquant

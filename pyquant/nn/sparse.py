@@ -55,10 +55,11 @@ class _SparseLinearBase(NativeArgsCache):
             bias = None if self.bias is None else self.bias.detach().numpy()
             n, k = self.out_features, self.in_features
             if p.dtype == torch.float32:
-                fn, pre = _C.sparse_linear_f32, (rp, ci, vals, n, k, bias)
+                fn, pre, post = _C.sparse_linear_f32, (rp, ci, vals, n, k, bias), ()
             else:
                 fn, pre = _C.sparse_linear_q8, (rp, ci, vals, scale, n, k, bias)
-            self._native = (fn, pre, bp, nb)
+                post = (p._quad_args(),)
+            self._native = (fn, pre, bp, nb, post)
         return self._native
 
     def _set_packed(self, packed: SparsePacked) -> None:
@@ -133,11 +134,11 @@ class _SparseLinearBase(NativeArgsCache):
         x = x.detach()
         if not x.is_contiguous():
             x = x.contiguous()
-        fn, pre, bp, nb = self._native or self._native_args()
+        fn, pre, bp, nb, post = self._native or self._native_args()
         y = _alloc.empty(tuple(x.shape[:-1]) + (self.out_features,), torch.float32)
         _runtime._sync_threads()
         # One native call; shapes and dtypes were checked above and the pack at build time.
-        fn(x.numpy(), x.numel() // k, *pre, y.numpy(), bp, nb)
+        fn(x.numpy(), x.numel() // k, *pre, y.numpy(), bp, nb, *post)
         return y
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,

@@ -295,6 +295,49 @@ void check_gemm() {
   }
 }
 
+// The VNNI quad kernel (1 x 4 blocked int8) against the scalar one: random quads per row
+// (empty rows included), widths 16 and 32, fresh tiles and accumulation into them.
+void check_quads() {
+  for (int64_t n_rows : {1, 9, 40}) {
+    const int64_t k4 = 70;  // quads per row of the dense weight
+    std::vector<int64_t> row_ptr(1, 0);
+    std::vector<int32_t> quad_w, quad_col, row_sum(n_rows, 0);
+    for (int64_t r = 0; r < n_rows; ++r) {
+      for (int64_t q = 0; q < k4; ++q) {
+        if (r == 1 || next_u32() % 4 != 0) continue;  // row 1 empty
+        uint32_t packed = 0;
+        for (int t = 0; t < 4; ++t) {
+          const int32_t v = static_cast<int32_t>(next_u32() % 255) - 127;
+          packed |= static_cast<uint32_t>(static_cast<uint8_t>(static_cast<int8_t>(v))) << (8 * t);
+          row_sum[r] += v;
+        }
+        quad_w.push_back(static_cast<int32_t>(packed));
+        quad_col.push_back(static_cast<int32_t>(q));
+      }
+      row_ptr.push_back(static_cast<int64_t>(quad_w.size()) * 4);  // entry offsets
+    }
+    pyquant::QuadMatrix w;
+    w.quad_w = quad_w.data();
+    w.quad_col = quad_col.data();
+    w.row_sum = row_sum.data();
+    for (int64_t width : {16, 32}) {
+      std::vector<uint8_t> panel(k4 * width * 4 + 64);
+      for (auto& v : panel) v = static_cast<uint8_t>(next_u32());
+      std::vector<int32_t> zp(width);
+      for (auto& z : zp) z = static_cast<int32_t>(next_u32() % 256);
+      for (bool accumulate : {false, true}) {
+        std::vector<int32_t> qa(n_rows * width, 7), qb(qa);
+        pyquant::ref::qu8x4_spmm_csr(&w, 0, n_rows, row_ptr.data(), row_ptr.data() + 1, 1,
+                                     panel.data(), width, zp.data(), qa.data(), accumulate);
+        pyquant::avx512vnni::qu8x4_spmm_csr(&w, 0, n_rows, row_ptr.data(), row_ptr.data() + 1,
+                                            1, panel.data(), width, zp.data(), qb.data(),
+                                            accumulate);
+        check(qa == qb, "qu8x4_spmm_csr avx512vnni", n_rows * width);
+      }
+    }
+  }
+}
+
 }  // namespace
 
 // Families added later register their checks here.
@@ -303,6 +346,7 @@ int main() {
   check_dequantize();
   check_minmax();
   check_sparse();
+  check_quads();
   check_gemm();
   std::printf("%d passed, %d failed\n", passed, failed);
   return failed ? 1 : 0;

@@ -138,6 +138,22 @@ using SpmmQ8Fn = void (*)(const SparseMatrix* w, int64_t n0, int64_t n1, const i
                           const int64_t* end, int64_t stride, const int16_t* panel, int64_t width,
                           int32_t* acct, bool accumulate);
 
+// int8 packs made of aligned quads (1 x 4 blocks along K, e.g. from prune.block_prune_): every
+// run is a sequence of quads, entries 4i..4i+3 covering columns 4q..4q+3. quad_w[i] holds the
+// four int8 values of quad i (little-endian, entry 4i lowest), quad_col[i] = q, row_sum[n] the
+// sum of row n's values. begin / end are entry offsets (multiples of 4) as for the pair
+// kernels. The panel holds uint8 x_q in VNNI order, width a multiple of 16:
+// panel[(q * width + j) * 4 + t] = x_q[m0 + j, 4q + t]. Without accumulate the tile starts at
+// -zp[j] * row_sum[n], which makes sum w * x_q into the exact sum w * (x_q - zp).
+struct QuadMatrix {
+  const int32_t* quad_w = nullptr;
+  const int32_t* quad_col = nullptr;
+  const int32_t* row_sum = nullptr;
+};
+using SpmmQu8x4Fn = void (*)(const QuadMatrix* w, int64_t n0, int64_t n1, const int64_t* begin,
+                             const int64_t* end, int64_t stride, const uint8_t* panel,
+                             int64_t width, const int32_t* zp, int32_t* acct, bool accumulate);
+
 }  // namespace pyquant
 
 #define PYQUANT_DECLARE_SPARSE_KERNELS(ns)                                                      \
@@ -157,7 +173,17 @@ namespace pyquant {
 PYQUANT_DECLARE_SPARSE_KERNELS(ref)
 PYQUANT_DECLARE_SPARSE_KERNELS(avx2)
 PYQUANT_DECLARE_SPARSE_KERNELS(avx512)
-// VNNI adds only the int8 kernel (vpdpwssd); its other sparse ops are the AVX-512 ones.
+#define PYQUANT_DECLARE_QUAD_KERNEL(ns)                                                         \
+  namespace ns {                                                                                \
+  void qu8x4_spmm_csr(const QuadMatrix* w, int64_t n0, int64_t n1, const int64_t* begin,        \
+                      const int64_t* end, int64_t stride, const uint8_t* panel, int64_t width,  \
+                      const int32_t* zp, int32_t* acct, bool accumulate);                       \
+  }
+// The quad kernel needs vpdpbusd: VNNI has it, ref is its oracle (tests); below VNNI the op runs
+// quad packs with the pair kernel, which they also satisfy.
+PYQUANT_DECLARE_QUAD_KERNEL(ref)
+PYQUANT_DECLARE_QUAD_KERNEL(avx512vnni)
+// VNNI's other sparse kernel: int8 pairs with vpdpwssd; its fp32 ones are the AVX-512 ones.
 namespace avx512vnni {
 void qs16_spmm_csr(const SparseMatrix* w, int64_t n0, int64_t n1, const int64_t* begin,
                    const int64_t* end, int64_t stride, const int16_t* panel, int64_t width,

@@ -87,12 +87,16 @@ void sparse_linear_f32(const SparseMatrix& w, const SparseBlocks& blocks, const 
                        int64_t m, const float* bias, float* y);
 // int8 values with per-row scales w_scale[N]; x quantized per row (uint8, ONNX
 // DynamicQuantizeLinear) by dynamic_quantize; int32 accumulation; fused epilogue
-// y = float(acc) * (x_scale[m] * w_scale[n]) + bias[n].
+// y = float(acc) * (x_scale[m] * w_scale[n]) + bias[n]. `quads` (may be null): the pack's
+// quad view when it is made of aligned 1 x 4 blocks (k % 4 == 0); used where the CPU has the
+// quad kernel (VNNI), else the pair kernel runs the same pack.
 Status sparse_linear_q8(const SparseMatrix& w, const SparseBlocks& blocks, const float* w_scale,
-                        const float* x, int64_t m, const float* bias, float* y);
+                        const float* x, int64_t m, const float* bias, float* y,
+                        const QuadMatrix* quads = nullptr);
 // The raw int32 accumulators acc[m, n] = sum_k (xq[m, k] - zp[m]) * W[n, k] (for tests).
 void sparse_q8_accumulate(const SparseMatrix& w, const SparseBlocks& blocks, const uint8_t* xq,
-                          const int32_t* zero_point, int64_t m, int32_t* acc);
+                          const int32_t* zero_point, int64_t m, int32_t* acc,
+                          const QuadMatrix* quads = nullptr);
 
 }  // namespace pyquant
 

@@ -1,0 +1,182 @@
+"""1 x 4 block sparsity for int8: prune.block_mask / block_prune_, quad packs, the quad kernel.
+
+On VNNI CPUs an int8 pack made of aligned quads runs the vpdpbusd quad kernel; elsewhere the
+pair kernel runs the same pack. Both must give the int64 reference's accumulators exactly, on
+every ISA level (the `isa` fixture forces the lower ones).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import pyquant
+from pyquant import ops
+from pyquant import prune as pp
+from pyquant import reference as R
+
+
+def _block_pruned(n, k, sparsity, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(n, k, generator=g)
+    w = w * pp.block_mask(w, sparsity)
+    if n > 2:
+        w[1] = 0.0  # an empty row: empty runs in every K block
+    return w
+
+
+# ------------------------------------------------------------------ pruning
+
+
+def test_block_mask_keeps_the_largest_groups():
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(12, 32, generator=g)
+    mask = pp.block_mask(w, 0.75)
+    groups = mask.reshape(-1, 4)
+    assert bool((groups.all(1) | ~groups.any(1)).all())  # whole groups kept or dropped
+    assert int(groups.all(1).sum()) == 96 - 72
+    norms = w.abs().reshape(-1, 4).sum(1)
+    assert float(norms[groups.all(1)].min()) >= float(norms[~groups.all(1)].max())
+    l2 = pp.block_mask(w, 10, block=8, norm="l2").reshape(-1, 8)
+    assert int((~l2.all(1)).sum()) == 10
+    with pytest.raises(ValueError, match="multiple of block"):
+        pp.block_mask(torch.randn(3, 10), 0.5)
+    with pytest.raises(ValueError, match="block must be"):
+        pp.block_mask(w, 0.5, block=0)
+    with pytest.raises(ValueError, match="norm"):
+        pp.block_mask(w, 0.5, norm="l3")
+
+
+def test_block_prune_model_skips_layers_that_do_not_divide():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 3), nn.Linear(3, 2))
+    reports = pp.block_prune_(model, 0.5)
+    assert [r.name for r in reports] == ["0", "2"]  # 3 inputs: not a multiple of 4
+    for layer in (model[0], model[2]):
+        groups = (layer.weight != 0).reshape(-1, 4)
+        assert bool((groups.all(1) | ~groups.any(1)).all())
+        assert int(groups.all(1).sum()) == groups.shape[0] // 2
+    assert bool((model[3].weight != 0).all())
+
+
+# ------------------------------------------------------------------ packing
+
+
+def test_quad_packs_are_detected_and_round_trip():
+    w = _block_pruned(40, 64, 0.8)
+    q = ops.sparse_pack(w, dtype=torch.int8)  # block="auto": a blocked weight -> quads
+    assert q.is_quads and "1x4 blocks" in repr(q)
+    assert ops.sparse_pack(w, dtype=torch.int8, block=1).is_quads is False
+    assert torch.equal(q.to_dense(), ops.sparse_pack(w, dtype=torch.int8, block=1).to_dense())
+    # Unstructured sparsity stays entry by entry under "auto"; block=4 forces whole quads.
+    g = torch.Generator().manual_seed(1)
+    u = torch.randn(40, 64, generator=g)
+    u[torch.rand(40, 64, generator=g) < 0.9] = 0.0
+    assert not ops.sparse_pack(u, dtype=torch.int8).is_quads
+    forced = ops.sparse_pack(u, dtype=torch.int8, block=4)
+    assert forced.is_quads and forced.nnz % 4 == 0
+    assert torch.equal(forced.to_dense(), ops.sparse_pack(u, dtype=torch.int8).to_dense())
+    # Rebuilt from its tensors (a loaded state_dict): still quads. fp32 packs never are.
+    again = ops.SparsePacked(q.out_features, q.in_features, q.row_ptr, q.col_idx, q.values,
+                             q.scale, q.dtype, q.block_ptr, q.k_block)
+    assert again.is_quads
+    assert not ops.sparse_pack(w).is_quads
+
+
+def test_quad_pack_errors():
+    w = _block_pruned(8, 16, 0.5)
+    with pytest.raises(ValueError, match="block=4 needs dtype"):
+        ops.sparse_pack(w, block=4)
+    with pytest.raises(ValueError, match="block=4 needs dtype"):
+        ops.sparse_pack(torch.randn(4, 10), dtype=torch.int8, block=4)
+    with pytest.raises(ValueError, match="multiple of 4"):
+        ops.sparse_pack(w, dtype=torch.int8, block=4, k_block=10)
+    with pytest.raises(ValueError, match="block must be"):
+        ops.sparse_pack(w, dtype=torch.int8, block=2)
+    # K not a multiple of 4: "auto" quietly stores entries one by one.
+    assert not ops.sparse_pack(torch.ones(4, 10), dtype=torch.int8).is_quads
+
+
+# ------------------------------------------------------------------ kernels
+
+
+@pytest.mark.parametrize("n,k", [(5, 8), (37, 64), (130, 516)])
+@pytest.mark.parametrize("m", [1, 2, 15, 16, 17, 31, 32, 33, 64])
+def test_quad_accumulators_bit_exact(isa, n, k, m):
+    w = _block_pruned(n, k, 0.7, seed=n + k + m)
+    q = ops.sparse_pack(w, dtype=torch.int8)
+    assert q.is_quads
+    wq = torch.round(w / q.scale[:, None]).clamp(-127, 127)
+    g = torch.Generator().manual_seed(m)
+    xq = torch.randint(0, 256, (m, k), dtype=torch.uint8, generator=g)
+    zp = torch.randint(0, 256, (m,), dtype=torch.int32, generator=g)
+    assert torch.equal(ops.sparse_q8_accumulate(xq, zp, q).long(),
+                       R.sparse_q8_accumulate(xq, zp, wq))
+
+
+def test_quad_accumulators_blocked_and_threads(isa, threads):
+    w = _block_pruned(150, 1024, 0.9, seed=3)
+    g = torch.Generator().manual_seed(4)
+    xq = torch.randint(0, 256, (45, 1024), dtype=torch.uint8, generator=g)
+    zp = torch.randint(0, 256, (45,), dtype=torch.int32, generator=g)
+    for k_block in (None, 256, 100 * 4):
+        q = ops.sparse_pack(w, dtype=torch.int8, k_block=k_block)
+        assert q.is_quads
+        wq = torch.round(w / q.scale[:, None]).clamp(-127, 127)
+        assert torch.equal(ops.sparse_q8_accumulate(xq, zp, q).long(),
+                           R.sparse_q8_accumulate(xq, zp, wq)), k_block
+
+
+def test_quad_no_overflow_at_the_int32_limit(isa):
+    # One dense row of +127 against x_q = 255 (zp 0) and one of -127 against zp = 255 (x_q 0):
+    # the quad kernel starts the second at -zp * row_sum, right at the int32 limit.
+    from pyquant.ops_sparse import _MAX_INT8_ROW_NNZ
+    k = _MAX_INT8_ROW_NNZ // 4 * 4
+    w = torch.ones(2, k)
+    w[1] = -1.0
+    q = ops.sparse_pack(w, dtype=torch.int8)
+    assert q.is_quads
+    xq = torch.tensor([[255] * k, [0] * k], dtype=torch.uint8)
+    zp = torch.tensor([0, 255], dtype=torch.int32)
+    ref = R.sparse_q8_accumulate(xq, zp, torch.round(w / q.scale[:, None]))
+    assert int(ref.abs().max()) > 2**31 - 2**22
+    assert torch.equal(ops.sparse_q8_accumulate(xq, zp, q).long(), ref)
+
+
+@pytest.mark.parametrize("m", [1, 3, 32, 50])
+def test_quad_linear_equals_the_pair_path(isa, threads, m):
+    w = _block_pruned(70, 128, 0.8, seed=7)
+    x = torch.randn(2, m, 128) * 3
+    b = torch.randn(70)
+    quads = ops.sparse_pack(w, dtype=torch.int8)
+    pairs = ops.sparse_pack(w, dtype=torch.int8, block=1)
+    y = ops.sparse_linear(x, quads, b)
+    assert torch.equal(y, ops.sparse_linear(x, pairs, b))  # same integers, same epilogue
+    wq = torch.round(w / quads.scale[:, None]).clamp(-127, 127)
+    ref = R.sparse_linear_q8(x.reshape(-1, 128), wq, quads.scale, b).reshape(y.shape)
+    assert torch.allclose(y, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_quad_kernel_is_used_where_vnni_is():
+    names = pyquant.cpu_info()["kernels"]
+    if "avx512vnni" in pyquant.supported_isas():
+        assert names["qu8x4_spmm_csr"] == "qu8x4_spmm_csr__avx512vnni"
+    else:
+        assert "qu8x4_spmm_csr" not in names  # the pair kernel runs quad packs
+
+
+def test_sparse_quant_linear_keeps_quads_through_state_dict():
+    torch.manual_seed(0)
+    lin = nn.Linear(64, 24)
+    with torch.no_grad():
+        lin.weight.mul_(pp.block_mask(lin.weight, 0.75))
+    layer = pyquant.nn.SparseQuantLinear.from_float(lin)
+    assert layer._packed.is_quads
+    x = torch.randn(5, 64)
+    y = layer(x)
+    assert torch.equal(y, ops.sparse_linear(x, layer._packed, lin.bias.detach()))
+    fresh = pyquant.nn.SparseQuantLinear.from_float(nn.Linear(64, 24))
+    fresh.load_state_dict(layer.state_dict())
+    assert fresh._packed.is_quads
+    assert torch.equal(fresh(x), y)
