@@ -8,7 +8,9 @@ per-weight throughput, i.e. when ``sparsity > 1 - e``. ``e`` is measured once pe
 a tiny timing (a 512 x 512 layer at 90% sparsity, 32 rows, best of several runs; ~20 ms)
 against the layer the user would otherwise run: fp32 ``F.linear`` for the fp32 sparse kernel,
 the dense int8 ``QuantLinear`` for the sparse + int8 one (on an AMX CPU dense int8 is several
-times faster than fp32, which moves the break-even up). The break-even sparsity is clamped to
+times faster than fp32, which moves the break-even up), with a 1 x 4 block-pruned weight for
+layers whose int8 pack stores quads (``prune.block_prune_``; VNNI runs them with a faster
+kernel, so they break even at a lower sparsity). The break-even sparsity is clamped to
 [0.5, 0.98] so a noisy timing cannot swap dense-ish layers or refuse very sparse ones. Pass
 ``min_sparsity`` to skip the timing and use a fixed threshold (deterministic, what the tests
 do).
@@ -24,6 +26,8 @@ from torch import nn
 
 from pyquant import ops
 from pyquant.nn.quant_linear import QuantLinear
+from pyquant.ops_sparse import stores_quads
+from pyquant.prune import block_mask
 from pyquant.nn.sparse import SparseLinear, SparseQuantLinear
 
 __all__ = ["break_even_sparsity", "sparsify_"]
@@ -41,7 +45,7 @@ def _best_time(fn, reps: int = 5) -> float:
     return best
 
 
-def break_even_sparsity(quantized: bool = False) -> float:
+def break_even_sparsity(quantized: bool = False, blocked: bool = False) -> float:
     """Sparsity above which the sparse kernel beats the dense one on this CPU.
 
     Measured once per process and cached (see the module docstring), clamped to [0.5, 0.98].
@@ -49,16 +53,22 @@ def break_even_sparsity(quantized: bool = False) -> float:
     Args:
         quantized: calibrate the sparse + int8 kernel against the dense int8 ``QuantLinear``
             instead of the fp32 sparse kernel against ``F.linear``.
+        blocked: (with quantized) calibrate on a 1 x 4 block-pruned weight, which int8 packs
+            store as quads (``prune.block_prune_``); a different kernel on VNNI CPUs.
 
     Returns:
         The break-even sparsity in [0.5, 0.98].
     """
-    if quantized in _BREAK_EVEN:
-        return _BREAK_EVEN[quantized]
+    key = (bool(quantized), bool(quantized and blocked))
+    if key in _BREAK_EVEN:
+        return _BREAK_EVEN[key]
     gen = torch.Generator().manual_seed(0)
     n = k = 512
     w = torch.randn(n, k, generator=gen)
-    w[torch.rand(n, k, generator=gen) < 0.9] = 0.0
+    if key[1]:
+        w = w * block_mask(w, 0.9)
+    else:
+        w[torch.rand(n, k, generator=gen) < 0.9] = 0.0
     density = float((w != 0).float().mean())
     x = torch.randn(32, k, generator=gen)
     y = torch.empty(32, n)
@@ -75,8 +85,8 @@ def break_even_sparsity(quantized: bool = False) -> float:
         t_sparse = _best_time(lambda: ops.sparse_linear(x, packed, out=y))
     # t_sparse = density * c_s, t_dense = c_d -> break-even density c_d / c_s.
     e = t_dense * density / max(t_sparse, 1e-12)
-    _BREAK_EVEN[quantized] = float(min(0.98, max(0.5, 1.0 - e)))
-    return _BREAK_EVEN[quantized]
+    _BREAK_EVEN[key] = float(min(0.98, max(0.5, 1.0 - e)))
+    return _BREAK_EVEN[key]
 
 
 def _sparsity(weight: torch.Tensor) -> float:
@@ -113,7 +123,7 @@ def sparsify_(model: nn.Module, *, min_sparsity: Optional[float] = None,
             raise ValueError(f"min_sparsity must be a number in [0, 1], got {min_sparsity!r}")
         threshold = float(min_sparsity)
     else:
-        threshold = break_even_sparsity(quantize)
+        threshold = None  # per layer: int8 packs of 1 x 4 blocked weights have their own
     cls = SparseQuantLinear if quantize else SparseLinear
     targets = []
     for name, mod in model.named_modules():
@@ -123,7 +133,10 @@ def sparsify_(model: nn.Module, *, min_sparsity: Optional[float] = None,
             fqn = f"{name}.{child_name}" if name else child_name
             if filter_fn is not None and not filter_fn(child, fqn):
                 continue
-            if _sparsity(child.weight.detach()) >= threshold:
+            w = child.weight.detach()
+            t = threshold if threshold is not None else break_even_sparsity(
+                quantize, blocked=quantize and stores_quads(w))
+            if _sparsity(w) >= t:
                 targets.append((mod, child_name, child))
     for parent, child_name, child in targets:
         setattr(parent, child_name, cls.from_float(child))

@@ -331,6 +331,19 @@ def _layout(rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, n: int, 
 _AUTO_QUAD_FILL = 0.75
 
 
+def _quad_fill(mask: torch.Tensor) -> float:
+    """Nonzeros over the entries of the aligned 1 x 4 groups (quads) holding any (1.0: a
+    block-pruned weight; ~0.3 for 90% unstructured sparsity). mask: bool [N, K], K % 4 == 0."""
+    quads = mask.reshape(mask.shape[0], -1, 4).any(-1)
+    return int(mask.sum()) / max(1, 4 * int(quads.sum()))
+
+
+def stores_quads(w: torch.Tensor) -> bool:
+    """Whether ``sparse_pack(w, dtype=torch.int8)`` (block="auto") stores w as 1 x 4 blocks."""
+    k = w.shape[-1] if w.ndim == 2 else 0
+    return bool(k) and k % 4 == 0 and _quad_fill(w != 0) >= _AUTO_QUAD_FILL
+
+
 def sparse_pack(w: TensorLike, *, dtype: torch.dtype = torch.float32,
                 k_block="auto", block="auto") -> SparsePacked:
     """Pack a pruned dense weight ``w [N, K]`` for :func:`sparse_linear`.
@@ -391,9 +404,8 @@ def sparse_pack(w: TensorLike, *, dtype: torch.dtype = torch.float32,
         q = torch.clamp(torch.round(w / scale[:, None]), -127, 127)
     mask = q != 0
     if dtype == torch.int8 and k % 4 == 0 and k and block != 1:
-        quads = mask.reshape(n, k // 4, 4).any(-1)
-        filled = int(mask.sum()) / max(1, 4 * int(quads.sum()))
-        if block == 4 or filled >= _AUTO_QUAD_FILL:
+        if block == 4 or _quad_fill(mask) >= _AUTO_QUAD_FILL:
+            quads = mask.reshape(n, k // 4, 4).any(-1)
             mask = quads.repeat_interleave(4, dim=1)  # whole quads, zeros included
     nz = mask.nonzero()  # row-major: ascending columns within a row
     rows, cols = nz[:, 0], nz[:, 1]

@@ -180,3 +180,21 @@ def test_sparse_quant_linear_keeps_quads_through_state_dict():
     fresh.load_state_dict(layer.state_dict())
     assert fresh._packed.is_quads
     assert torch.equal(fresh(x), y)
+
+
+def test_sparsify_quantized_takes_blocked_layers_with_their_own_break_even():
+    from pyquant.api_sparse import break_even_sparsity, sparsify_
+    from pyquant.ops_sparse import stores_quads
+    blocked = break_even_sparsity(quantized=True, blocked=True)
+    assert 0.5 <= blocked <= 0.98
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 8))
+    with torch.no_grad():
+        model[0].weight.mul_(pp.block_mask(model[0].weight, 0.99))
+    assert stores_quads(model[0].weight)
+    g = torch.Generator().manual_seed(2)
+    unstructured = torch.randn(32, 64, generator=g) * (torch.rand(32, 64, generator=g) > 0.9)
+    assert not stores_quads(unstructured)
+    sparsify_(model, quantize=True)  # 99% is above any clamped break-even
+    assert isinstance(model[0], pyquant.nn.SparseQuantLinear) and model[0]._packed.is_quads
+    assert type(model[2]) is nn.Linear  # dense weight: stays dense
