@@ -4,8 +4,8 @@ Two ways to run it:
 
 * ``pytest bench/bench_sparse.py --benchmark-only`` (pytest-benchmark): one group per
   (sparsity, M) with every implementation in it.
-* ``python bench/bench_sparse.py [--threads 1] [--reps 7] [--out table.md]``: the ratio table of
-  bench/RESULTS.md, every ratio measured in one process, implementations interleaved per case,
+* ``python bench/bench_sparse.py [--threads 1] [--reps 7] [--out table.md]``: the ratio tables of
+  bench/RESULTS.md (unstructured, then 1 x 4 block-sparse int8), every ratio measured in one process, implementations interleaved per case,
   best of ``reps`` runs. With one thread the clock is the calling thread's CPU time
   (``time.thread_time``), which a machine shared with other jobs disturbs much less than wall
   time; with more threads it is wall time.
@@ -33,6 +33,7 @@ except ImportError:  # pragma: no cover
 
 N = K = 4096
 SPARSITIES = (0.5, 0.7, 0.8, 0.9, 0.95, 0.99)
+BLOCK_SPARSITIES = (0.8, 0.9, 0.95)
 MS = (1, 32, 256)
 
 
@@ -44,6 +45,55 @@ def make_weight(sparsity: float, seed: int = 0) -> torch.Tensor:
     thr = w.abs().flatten().kthvalue(k).values
     w[w.abs() <= thr] = 0.0
     return w
+
+
+def make_block_weight(sparsity: float, seed: int = 0) -> torch.Tensor:
+    """The same random weight with the smallest-L1 ``sparsity`` fraction of aligned 1 x 4
+    groups zeroed (``prune.block_mask``): the int8 pack stores it as quads."""
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(N, K, generator=g)
+    return w * pyquant.prune.block_mask(w, sparsity)
+
+
+def blocked_implementations(w: torch.Tensor, m: int):
+    """name -> callable for the 1 x 4 blocked int8 comparison (same x as implementations)."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(m, K, generator=g)
+    y = torch.empty(m, N)
+    quads = ops.sparse_pack(w, dtype=torch.int8)
+    assert quads.is_quads
+    pairs = ops.sparse_pack(w, dtype=torch.int8, block=1)
+    lin = torch.nn.Linear(K, N, bias=False)
+    with torch.no_grad():
+        lin.weight.copy_(w)
+    qlin = torch.ao.quantization.quantize_dynamic(torch.nn.Sequential(lin), {torch.nn.Linear},
+                                                  dtype=torch.qint8)
+    pqlin = pyquant.nn.QuantLinear.from_float(lin)
+    return {
+        "pyquant_sparse_int8_1x4": lambda: ops.sparse_linear(x, quads, out=y),
+        "pyquant_sparse_int8_entries": lambda: ops.sparse_linear(x, pairs, out=y),
+        "pyquant_dense_int8": lambda: pqlin(x),
+        "torch_dynamic_int8_dense": lambda: qlin(x),
+    }
+
+
+def blocked_table(threads: int, reps: int) -> str:
+    """The 1 x 4 block-sparse int8 table: quads against the dense int8 layers, one process."""
+    rows = []
+    for s, m, t in _measure(threads, reps, BLOCK_SPARSITIES, make_block_weight,
+                            blocked_implementations, "1x4 "):
+        q = t["pyquant_sparse_int8_1x4"]
+        rows.append((s, m, t["pyquant_dense_int8"] / q, t["torch_dynamic_int8_dense"] / q,
+                     t["pyquant_sparse_int8_entries"] / q, q, t["pyquant_sparse_int8_entries"],
+                     t["pyquant_dense_int8"], t["torch_dynamic_int8_dense"]))
+    head = ("| sparsity (1x4 blocks) | M | sparse int8 1x4 / dense int8 (pyquant QuantLinear) "
+            "| sparse int8 1x4 / dense int8 (torch dynamic) | 1x4 / entry-by-entry pack "
+            "| 1x4 ms | entries ms | pyquant int8 ms | torch int8 ms |\n"
+            "|---|---|---|---|---|---|---|---|---|\n")
+    body = "".join(f"| {s:.0%} | {m} | {a:.2f}x | {b:.2f}x | {c:.2f}x | {d * 1e3:.2f} "
+                   f"| {e * 1e3:.2f} | {f * 1e3:.2f} | {g * 1e3:.2f} |\n"
+                   for s, m, a, b, c, d, e, f, g in rows)
+    return head + body
 
 
 def implementations(w: torch.Tensor, m: int):
@@ -102,28 +152,35 @@ def _best(fn, reps: int, clock) -> float:
     return best
 
 
-def table(threads: int, reps: int) -> str:
-    """Measure every case and return the markdown ratio table."""
+def _measure(threads: int, reps: int, sparsities, make, impls_of, label: str = ""):
+    """Yield (sparsity, M, {name: best seconds}) for every case, implementations interleaved;
+    one thread: the calling thread's CPU time, more: wall time."""
     torch.set_num_threads(threads)
     pyquant.set_num_threads(threads)
     clock = time.thread_time if threads == 1 else time.perf_counter
-    rows = []
-    for s in SPARSITIES:
-        w = make_weight(s)
+    for s in sparsities:
+        w = make(s)
         for m in MS:
-            impls = implementations(w, m)
+            impls = impls_of(w, m)
             t = {name: _best(fn, reps if m > 1 else 3 * reps, clock) for name, fn in impls.items()}
-            base = min(t["torch_sparse_csr"], t.get("scipy_csr", float("inf")))
-            rows.append((s, m, t["dense_f32"] / t["pyquant_sparse_f32"],
-                         base / t["pyquant_sparse_f32"],
-                         t["torch_dynamic_int8_dense"] / t["pyquant_sparse_int8"],
-                         t["pyquant_dense_int8"] / t["pyquant_sparse_int8"],
-                         t["dense_f32"] / t["pyquant_sparse_int8"],
-                         t["dense_f32"], t["pyquant_sparse_f32"], t["pyquant_sparse_int8"],
-                         t["torch_sparse_csr"], t.get("scipy_csr", float("nan")),
-                         t["torch_dynamic_int8_dense"], t["pyquant_dense_int8"]))
-            print(f"sparsity {s:.2f} M {m:3d}: " + ", ".join(f"{k} {v * 1e3:.3f} ms"
-                                                          for k, v in t.items()), flush=True)
+            print(f"{label}sparsity {s:.2f} M {m:3d}: " + ", ".join(
+                f"{k} {v * 1e3:.3f} ms" for k, v in t.items()), flush=True)
+            yield s, m, t
+
+
+def table(threads: int, reps: int) -> str:
+    """Measure every case and return the markdown ratio table."""
+    rows = []
+    for s, m, t in _measure(threads, reps, SPARSITIES, make_weight, implementations):
+        base = min(t["torch_sparse_csr"], t.get("scipy_csr", float("inf")))
+        rows.append((s, m, t["dense_f32"] / t["pyquant_sparse_f32"],
+                     base / t["pyquant_sparse_f32"],
+                     t["torch_dynamic_int8_dense"] / t["pyquant_sparse_int8"],
+                     t["pyquant_dense_int8"] / t["pyquant_sparse_int8"],
+                     t["dense_f32"] / t["pyquant_sparse_int8"],
+                     t["dense_f32"], t["pyquant_sparse_f32"], t["pyquant_sparse_int8"],
+                     t["torch_sparse_csr"], t.get("scipy_csr", float("nan")),
+                     t["torch_dynamic_int8_dense"], t["pyquant_dense_int8"]))
     head = ("| sparsity | M | sparse f32 / dense f32 | sparse f32 / best(torch.sparse, scipy) "
             "| sparse int8 / dense int8 (torch dynamic) | sparse int8 / dense int8 (pyquant "
             "QuantLinear) | sparse int8 / dense f32 "
@@ -169,6 +226,21 @@ if pytest is not None:
         with torch.no_grad():
             benchmark(impls[name])
 
+    @pytest.mark.parametrize("name", ["pyquant_sparse_int8_1x4", "pyquant_sparse_int8_entries",
+                                      "pyquant_dense_int8", "torch_dynamic_int8_dense"])
+    @pytest.mark.parametrize("m", MS)
+    @pytest.mark.parametrize("sparsity", BLOCK_SPARSITIES)
+    def test_sparse_int8_1x4(benchmark, sparsity, m, name):
+        key = ("1x4", sparsity, m)
+        if key not in _CACHE:
+            _CACHE.clear()
+            _CACHE[key] = blocked_implementations(make_block_weight(sparsity), m)
+        benchmark.group = f"sparse_int8_1x4 4096x4096 sparsity={sparsity} M={m}"
+        benchmark.extra_info.update(threads=pyquant.get_num_threads(),
+                                    isa=pyquant.cpu_info()["isa"])
+        with torch.no_grad():
+            benchmark(_CACHE[key][name])
+
     def test_call_overhead_tiny(benchmark):
         """Per-call overhead: a 16 x 16 layer, one row."""
         w = make_weight(0.9)[:16, :16].contiguous()
@@ -186,7 +258,7 @@ if __name__ == "__main__":
     args = ap.parse_args()
     info = pyquant.cpu_info()
     text = (f"threads={args.threads}, isa={info['isa']}, reps={args.reps}\n\n"
-            + table(args.threads, args.reps))
+            + table(args.threads, args.reps) + "\n" + blocked_table(args.threads, args.reps))
     print(text)
     if args.out:
         with open(args.out, "w") as f:

@@ -457,12 +457,18 @@ def nm_prune_(model: nn.Module, n: int = 2, m: int = 4, *,
     Returns:
         list of :class:`LayerReport`.
     """
+    return _prune_row_groups(model, filter_fn, masks, m, lambda w: nm_mask(w, n, m))
+
+
+def _prune_row_groups(model, filter_fn, masks: bool, group: int, make_mask) -> List[LayerReport]:
+    """_prune_with over every prunable layer whose rows split into groups of `group` inputs;
+    the others are skipped (and absent from the report)."""
     reports = []
     for name, mod in _layers_or_raise(model, filter_fn):
         w = _raw_weight(mod)
-        if w.numel() == 0 or (w.numel() // w.shape[0]) % m:
+        if w.numel() == 0 or (w.numel() // w.shape[0]) % group:
             continue
-        reports.append(_prune_with(model, name, mod, masks, lambda w: nm_mask(w, n, m)))
+        reports.append(_prune_with(model, name, mod, masks, make_mask))
     return reports
 
 
@@ -484,14 +490,8 @@ def block_prune_(model: nn.Module, amount, *, block: int = 4, norm: str = "l1",
     Returns:
         list of :class:`LayerReport`.
     """
-    reports = []
-    for name, mod in _layers_or_raise(model, filter_fn):
-        w = _raw_weight(mod)
-        if w.numel() == 0 or (w.numel() // w.shape[0]) % block:
-            continue
-        reports.append(_prune_with(model, name, mod, masks,
-                                   lambda w: block_mask(w, amount, block=block, norm=norm)))
-    return reports
+    return _prune_row_groups(model, filter_fn, masks, block,
+                             lambda w: block_mask(w, amount, block=block, norm=norm))
 
 
 # ----------------------------------------------------------------------------- gradual schedule
