@@ -334,7 +334,7 @@ _AUTO_QUAD_FILL = 0.75
 def _quad_fill(mask: torch.Tensor) -> float:
     """Nonzeros over the entries of the aligned 1 x 4 groups (quads) holding any (1.0: a
     block-pruned weight; ~0.3 for 90% unstructured sparsity). mask: bool [N, K], K % 4 == 0."""
-    quads = mask.reshape(mask.shape[0], -1, 4).any(-1)
+    quads = mask.reshape(mask.shape[0], mask.shape[1] // 4, 4).any(-1)
     return int(mask.sum()) / max(1, 4 * int(quads.sum()))
 
 
