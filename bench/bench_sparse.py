@@ -47,6 +47,16 @@ def make_weight(sparsity: float, seed: int = 0) -> torch.Tensor:
     return w
 
 
+def _dense_layers(w: torch.Tensor):
+    """(nn.Linear, torch's dynamic int8 Linear, pyquant's dense int8 QuantLinear) holding w."""
+    lin = torch.nn.Linear(K, N, bias=False)
+    with torch.no_grad():
+        lin.weight.copy_(w)
+    qlin = torch.ao.quantization.quantize_dynamic(torch.nn.Sequential(lin), {torch.nn.Linear},
+                                                  dtype=torch.qint8)
+    return lin, qlin, pyquant.nn.QuantLinear.from_float(lin)  # QuantLinear: default config
+
+
 def make_block_weight(sparsity: float, seed: int = 0) -> torch.Tensor:
     """The same random weight with the smallest-L1 ``sparsity`` fraction of aligned 1 x 4
     groups zeroed (``prune.block_mask``): the int8 pack stores it as quads."""
@@ -63,12 +73,7 @@ def blocked_implementations(w: torch.Tensor, m: int):
     quads = ops.sparse_pack(w, dtype=torch.int8)
     assert quads.is_quads
     pairs = ops.sparse_pack(w, dtype=torch.int8, block=1)
-    lin = torch.nn.Linear(K, N, bias=False)
-    with torch.no_grad():
-        lin.weight.copy_(w)
-    qlin = torch.ao.quantization.quantize_dynamic(torch.nn.Sequential(lin), {torch.nn.Linear},
-                                                  dtype=torch.qint8)
-    pqlin = pyquant.nn.QuantLinear.from_float(lin)
+    _, qlin, pqlin = _dense_layers(w)
     return {
         "pyquant_sparse_int8_1x4": lambda: ops.sparse_linear(x, quads, out=y),
         "pyquant_sparse_int8_entries": lambda: ops.sparse_linear(x, pairs, out=y),
@@ -105,12 +110,7 @@ def implementations(w: torch.Tensor, m: int):
     packed = ops.sparse_pack(w)
     packed8 = ops.sparse_pack(w, dtype=torch.int8)
     w_csr = w.to_sparse_csr()
-    lin = torch.nn.Linear(K, N, bias=False)
-    with torch.no_grad():
-        lin.weight.copy_(w)
-    qlin = torch.ao.quantization.quantize_dynamic(torch.nn.Sequential(lin), {torch.nn.Linear},
-                                                  dtype=torch.qint8)
-    pqlin = pyquant.nn.QuantLinear.from_float(lin)  # pyquant's dense int8 layer (default config)
+    _, qlin, pqlin = _dense_layers(w)
     impls = {
         "dense_f32": lambda: torch.nn.functional.linear(x, w, out=y) if _has_out() else
         torch.nn.functional.linear(x, w),

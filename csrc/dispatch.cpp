@@ -7,7 +7,7 @@ Kernels make_table(Isa isa) {
   Kernels k;
   k.isa = isa;
   // Fill every op from one ISA namespace; a lower namespace stands in where a level adds no
-  // kernel of its own for that op (the VNNI and AMX levels add GEMM kernels and, for VNNI, the int8 sparse one).
+  // kernel of its own for that op (VNNI adds GEMM and int8 sparse kernels, AMX a GEMM one).
 #define PYQUANT_USE(ns, suffix, op) \
   k.op = ns::op;                    \
   k.names.emplace_back(#op, #op "__" suffix);
@@ -27,8 +27,7 @@ Kernels make_table(Isa isa) {
   PYQUANT_USE(ns, suffix, f32_abs_select_prune)   \
   PYQUANT_USE(ns, suffix, f32_abs_bracket)        \
   PYQUANT_USE(ns, suffix, f32_spmm_csr)           \
-  PYQUANT_USE(ns, suffix, f32_spmv_csr)           \
-  PYQUANT_USE(ns, suffix, qs16_spmm_csr)
+  PYQUANT_USE(ns, suffix, f32_spmv_csr)
   switch (isa) {
     case Isa::scalar:
       PYQUANT_USE_ALL(ref, "scalar")
@@ -44,11 +43,15 @@ Kernels make_table(Isa isa) {
   }
   // Sparse int8: VNNI fuses the pair product and its sum (vpdpwssd) and adds the quad kernel
   // (vpdpbusd); AMX has no use for sparse weights.
-  if (isa == Isa::avx512vnni || isa == Isa::amx) {
-    k.qs16_spmm_csr = avx512vnni::qs16_spmm_csr;
-    for (auto& name : k.names)
-      if (name.first == "qs16_spmm_csr") name.second = "qs16_spmm_csr__avx512vnni";
-    PYQUANT_USE(avx512vnni, "avx512vnni", qu8x4_spmm_csr)
+  switch (isa) {
+    case Isa::scalar: PYQUANT_USE(ref, "scalar", qs16_spmm_csr) break;
+    case Isa::avx2: PYQUANT_USE(avx2, "avx2", qs16_spmm_csr) break;
+    case Isa::avx512: PYQUANT_USE(avx512, "avx512", qs16_spmm_csr) break;
+    case Isa::avx512vnni:
+    case Isa::amx:
+      PYQUANT_USE(avx512vnni, "avx512vnni", qs16_spmm_csr)
+      PYQUANT_USE(avx512vnni, "avx512vnni", qu8x4_spmm_csr)
+      break;
   }
   // GEMM: the VNNI and AMX levels have their own kernels.
   switch (isa) {

@@ -167,24 +167,16 @@ class SparsePacked:
         n, k, nnz = self.out_features, self.in_features, self.values.numel()
         if self.dtype != torch.int8 or k % 4 or nnz % 4 or nnz == 0:
             return None
-        runs = (self.row_ptr[1:] - self.row_ptr[:-1] if self.block_ptr is None
-                else (self.block_ptr[:, 1:] - self.block_ptr[:, :-1]).reshape(-1))
-        if bool((runs % 4 != 0).any()):
+        if bool((self._runs() % 4 != 0).any()):
             return None
-        cols = self.col_idx.to(torch.int64).reshape(-1, 4)
-        if self.col_idx.dtype == torch.int16:
-            cols = cols & 0xFFFF
+        cols = self._entry_cols().reshape(-1, 4)
         if bool((cols[:, 0] % 4 != 0).any()) or not bool(
                 (cols == cols[:, :1] + torch.arange(4)).all()):
             return None
-        vals = self.values.to(torch.int8).reshape(-1, 4)
-        quad_w = vals.contiguous().view(torch.int32).reshape(-1)  # entry 4i in the low byte
-        counts = self.row_ptr[1:] - self.row_ptr[:-1]
-        rows = torch.repeat_interleave(torch.arange(n), counts) if self.block_ptr is None else \
-            torch.repeat_interleave(torch.arange(n).repeat(self.num_blocks), runs)
-        row_sum = torch.zeros(n, dtype=torch.int64).index_add_(0, rows, self.values.to(torch.int64))
-        return (_np(quad_w.contiguous()), _np((cols[:, 0] // 4).to(torch.int32).contiguous()),
-                _np(row_sum.to(torch.int32)))
+        quad_w = self.values.to(torch.int8).view(torch.int32)  # entry 4i in the low byte
+        row_sum = torch.zeros(n, dtype=torch.int64).index_add_(0, self._entry_rows(),
+                                                               self.values.to(torch.int64))
+        return (_np(quad_w), _np((cols[:, 0] // 4).to(torch.int32)), _np(row_sum.to(torch.int32)))
 
     def __getstate__(self):
         state = dict(self.__dict__)
@@ -220,17 +212,26 @@ class SparsePacked:
         """Index plus value bytes per stored entry: 6 (fp32, uint16 idx), 4 (int8), +2 for int32 idx."""
         return self.col_idx.element_size() + self.values.element_size()
 
+    def _runs(self) -> torch.Tensor:
+        """Entries per run in storage order: per row, or per (block, row) when block-major."""
+        if self.block_ptr is None:
+            return self.row_ptr[1:] - self.row_ptr[:-1]
+        return (self.block_ptr[:, 1:] - self.block_ptr[:, :-1]).reshape(-1)
+
+    def _entry_rows(self) -> torch.Tensor:
+        """The output row of every stored entry (int64 [nnz])."""
+        rows = torch.arange(self.out_features).repeat(self.num_blocks)
+        return torch.repeat_interleave(rows, self._runs())
+
+    def _entry_cols(self) -> torch.Tensor:
+        """The K column of every stored entry (int64 [nnz]; int16 indices hold uint16 bits)."""
+        cols = self.col_idx.to(torch.int64)
+        return cols & 0xFFFF if self.col_idx.dtype == torch.int16 else cols
+
     def to_dense(self) -> torch.Tensor:
         """The float32 dense weight this pack represents (int8: dequantized)."""
         n, k = self.out_features, self.in_features
-        if self.block_ptr is None:
-            rows = torch.repeat_interleave(torch.arange(n), self.row_ptr[1:] - self.row_ptr[:-1])
-        else:  # block-major runs: run (b, r) has block_ptr[b, r + 1] - block_ptr[b, r] entries
-            runs = (self.block_ptr[:, 1:] - self.block_ptr[:, :-1]).reshape(-1)
-            rows = torch.repeat_interleave(torch.arange(n).repeat(self.num_blocks), runs)
-        cols = self.col_idx.to(torch.int64)
-        if self.col_idx.dtype == torch.int16:
-            cols = cols & 0xFFFF
+        rows, cols = self._entry_rows(), self._entry_cols()
         vals = self.values.to(torch.float32)
         if self.scale is not None:
             vals = vals * self.scale[rows]
@@ -331,17 +332,25 @@ def _layout(rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, n: int, 
 _AUTO_QUAD_FILL = 0.75
 
 
-def _quad_fill(mask: torch.Tensor) -> float:
-    """Nonzeros over the entries of the aligned 1 x 4 groups (quads) holding any (1.0: a
-    block-pruned weight; ~0.3 for 90% unstructured sparsity). mask: bool [N, K], K % 4 == 0."""
-    quads = mask.reshape(mask.shape[0], mask.shape[1] // 4, 4).any(-1)
-    return int(mask.sum()) / max(1, 4 * int(quads.sum()))
+def _nonzero_quads(mask: torch.Tensor) -> torch.Tensor:
+    """bool [N, K / 4]: the aligned 1 x 4 groups (quads) of mask [N, K] holding a nonzero."""
+    return mask.reshape(mask.shape[0], mask.shape[1] // 4, 4).any(-1)
+
+
+def _fills_quads(mask: torch.Tensor, quads: torch.Tensor) -> bool:
+    """block="auto"'s rule: the nonzero quads are at least _AUTO_QUAD_FILL full (1.0 for a
+    block-pruned weight, ~0.3 for 90% unstructured sparsity)."""
+    return int(mask.sum()) >= _AUTO_QUAD_FILL * 4 * max(1, int(quads.sum()))
 
 
 def stores_quads(w: torch.Tensor) -> bool:
-    """Whether ``sparse_pack(w, dtype=torch.int8)`` (block="auto") stores w as 1 x 4 blocks."""
-    k = w.shape[-1] if w.ndim == 2 else 0
-    return bool(k) and k % 4 == 0 and _quad_fill(w != 0) >= _AUTO_QUAD_FILL
+    """Whether ``sparse_pack(w, dtype=torch.int8)`` (block="auto") stores the 2-d weight w as
+    1 x 4 blocks, by the pack's rule applied to w's exact zeros (the pack applies it after
+    quantization, whose extra zeros only matter for weights near the threshold)."""
+    if w.ndim != 2 or w.shape[1] == 0 or w.shape[1] % 4:
+        return False
+    mask = w != 0
+    return _fills_quads(mask, _nonzero_quads(mask))
 
 
 def sparse_pack(w: TensorLike, *, dtype: torch.dtype = torch.float32,
@@ -404,8 +413,8 @@ def sparse_pack(w: TensorLike, *, dtype: torch.dtype = torch.float32,
         q = torch.clamp(torch.round(w / scale[:, None]), -127, 127)
     mask = q != 0
     if dtype == torch.int8 and k % 4 == 0 and k and block != 1:
-        if block == 4 or _quad_fill(mask) >= _AUTO_QUAD_FILL:
-            quads = mask.reshape(n, k // 4, 4).any(-1)
+        quads = _nonzero_quads(mask)
+        if block == 4 or _fills_quads(mask, quads):
             mask = quads.repeat_interleave(4, dim=1)  # whole quads, zeros included
     nz = mask.nonzero()  # row-major: ascending columns within a row
     rows, cols = nz[:, 0], nz[:, 1]

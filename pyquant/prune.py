@@ -386,20 +386,13 @@ def block_mask(weight: torch.Tensor, amount, *, block: int = 4, norm: str = "l1"
     """
     if isinstance(block, bool) or not isinstance(block, int) or block < 1:
         raise ValueError(f"block must be an int >= 1, got {block!r}")
-    if norm not in ("l1", "l2"):
-        raise ValueError(f"norm must be 'l1' or 'l2', got {norm!r}")
     rows = weight.shape[0] if weight.ndim else 1
     w = weight.detach().reshape(rows, -1)
     if w.shape[1] % block:
         raise ValueError(f"each output row has {w.shape[1]} weights, not a multiple of "
                          f"block={block}")
-    groups = w.reshape(-1, block)
-    norms = groups.abs().sum(1) if norm == "l1" else groups.pow(2).sum(1).sqrt()
-    keep = norms.numel() - ops.pruning_count(amount, norms.numel())
-    order = torch.sort(norms, descending=True, stable=True).indices
-    kept = torch.zeros(norms.numel(), dtype=torch.bool)
-    kept[order[:keep]] = True
-    return kept.repeat_interleave(block).reshape(weight.shape)
+    # The groups as the rows of a [groups, block] matrix: structured pruning of those rows.
+    return structured_mask(w.reshape(-1, block), amount, norm=norm).reshape(weight.shape)
 
 
 def _prune_with(model, name, module, masks: bool, make_mask) -> LayerReport:

@@ -36,7 +36,9 @@ void q32(const int16_t* values, const I* idx, int64_t n0, int64_t n1, const int6
     __m512i lo1 = _mm512_setzero_si512(), hi1 = _mm512_setzero_si512();
     const int64_t end = end_p[n * stride];
     int64_t p = begin[n * stride];
-    for (; p + 4 <= end; p += 4) {  // runs have an even length: at most one pair is left
+    // Two pairs in flight (runs have an even length: at most one pair is left): vpdpwssd's
+    // accumulator chain has a latency vpaddd's lacks; 2-5% over one pair in alternating runs.
+    for (; p + 4 <= end; p += 4) {
       pair(p, lo0, hi0);
       pair(p + 2, lo1, hi1);
     }

@@ -12,7 +12,7 @@
 #include <vector>
 
 #if defined(__SSE2__)
-#include <emmintrin.h>
+#include <xmmintrin.h>
 #endif
 
 #include "pyquant/dispatch.h"
@@ -201,61 +201,60 @@ void run_blocked(const SparseMatrix& w, const SparseBlocks& blocks, int64_t m,
   });
 }
 
-// tile[n * width + j] -> out[(m0 + j) * n_total + n]: f4(mi, n, c) takes 4 consecutive
-// outputs n..n+3 of row mi as the bits of one __m128 (the tile's floats or int32s), f1(mi, n, v)
-// one value at the edges. 4 x 4 SSE transposes, 16 rows at a time so both sides stay in L1:
-// the element-wise loop was ~20% of a 99%-sparse M = 32 call.
-template <typename A, typename F4, typename F1>
-void transpose_out(int64_t n0, int64_t n1, const Panel& p, const A* tile, F4 f4, F1 f1) {
-  static_assert(sizeof(A) == 4, "4-byte tile elements");
+// tile[n * width + j] -> out[(m0 + j) * n_total + n] via f, 16 rows at a time so both sides
+// stay in L1. (SSE 4 x 4 transposes here measured no faster at 95-99%, M = 32.)
+template <typename A, typename F>
+void transpose_out(int64_t n0, int64_t n1, const Panel& p, const A* tile, F f) {
   constexpr int64_t kRows = 16;
-  const int64_t w = p.width;
   for (int64_t nb = n0; nb < n1; nb += kRows) {
     const int64_t ne = std::min(n1, nb + kRows);
-    int64_t j = 0;
-#if defined(__SSE2__)
-    for (; j + 4 <= p.valid; j += 4) {
-      int64_t n = nb;
-      for (; n + 4 <= ne; n += 4) {
-        const auto* t = reinterpret_cast<const float*>(tile + n * w + j);
-        __m128 c0 = _mm_loadu_ps(t), c1 = _mm_loadu_ps(t + w);
-        __m128 c2 = _mm_loadu_ps(t + 2 * w), c3 = _mm_loadu_ps(t + 3 * w);
-        _MM_TRANSPOSE4_PS(c0, c1, c2, c3);
-        f4(p.m0 + j, n, c0);
-        f4(p.m0 + j + 1, n, c1);
-        f4(p.m0 + j + 2, n, c2);
-        f4(p.m0 + j + 3, n, c3);
-      }
-      for (; n < ne; ++n)
-        for (int64_t q = 0; q < 4; ++q) f1(p.m0 + j + q, n, tile[n * w + j + q]);
-    }
-#endif
-    for (; j < p.valid; ++j)
-      for (int64_t n = nb; n < ne; ++n) f1(p.m0 + j, n, tile[n * w + j]);
+    for (int64_t j = 0; j < p.valid; ++j)
+      for (int64_t n = nb; n < ne; ++n) f(p.m0 + j, n, tile[n * p.width + j]);
   }
 }
 
+// The int8 ops' shared body: x_q [m, k] uint8 with per-row zero points -> int32 tiles ->
+// finish(n0, n1, panel, tile).
 // Quad packs (1 x 4 blocks) where the CPU has the quad kernel: x_q as uint8 panels in VNNI
-// order (16-column multiples), the tile started at -zp * row_sum by the kernel, then
-// finish(n0, n1, panel, tile) as for pairs.
+// order (16-column multiples), each tile started at -zp * row_sum by the kernel.
+// Otherwise pairs: int16 panels of x_q - zp in [-255, 255] (subtracting the zero point while
+// widening is free and removes gemmlowp's row-sum correction term).
 template <typename Finish>
-void run_quads(const SparseMatrix& w, const SparseBlocks& blocks, const QuadMatrix& quads,
-               const uint8_t* xq, const int32_t* zero_point, int64_t m, Finish finish) {
+void run_int8(const SparseMatrix& w, const SparseBlocks& blocks, const QuadMatrix* quads,
+              const uint8_t* xq, const int32_t* zero_point, int64_t m, Finish finish) {
   const Kernels& kt = kernels();
   int64_t total = 0;
-  const std::vector<Panel> panels = make_panels(m, w.k, &total, 16);
-  uint8_t* buf = scratch<uint8_t>(static_cast<size_t>(total), 1);  // slot 0 may hold xq
-  int32_t* tiles = scratch<int32_t>(static_cast<size_t>(((m + 15) / 16 * 16) * w.n), 0);
-  std::vector<int32_t> zp((m + 15) / 16 * 16, 0);  // 0 in the padding columns
-  std::copy(zero_point, zero_point + m, zp.begin());
-  pack_panels(m, w.k, panels, buf, [&](const Panel& p, int64_t k0, int64_t k1, uint8_t* dst) {
-    pack_panel_quads(xq, w.k, p, k0, k1, dst);
+  if (quads != nullptr && kt.qu8x4_spmm_csr != nullptr) {
+    const std::vector<Panel> panels = make_panels(m, w.k, &total, 16);
+    uint8_t* buf = scratch<uint8_t>(static_cast<size_t>(total), 1);  // slot 0 may hold xq
+    int32_t* tiles = scratch<int32_t>(static_cast<size_t>(((m + 15) / 16 * 16) * w.n), 0);
+    std::vector<int32_t> zp((m + 15) / 16 * 16, 0);  // 0 in the padding columns
+    std::copy(zero_point, zero_point + m, zp.begin());
+    pack_panels(m, w.k, panels, buf, [&](const Panel& p, int64_t k0, int64_t k1, uint8_t* dst) {
+      pack_panel_quads(xq, w.k, p, k0, k1, dst);
+    });
+    run_blocked(
+        w, blocks, m, panels, buf, tiles,
+        [&](int64_t n0, int64_t n1, const int64_t* b, const int64_t* e, int64_t s,
+            const uint8_t* pb, const Panel& p, int32_t* tile, bool acc) {
+          kt.qu8x4_spmm_csr(quads, n0, n1, b, e, s, pb, p.width, zp.data() + p.m0, tile, acc);
+        },
+        finish);
+    return;
+  }
+  const std::vector<Panel> panels = make_panels(m, w.k, &total);
+  int16_t* buf = scratch<int16_t>(static_cast<size_t>(total), 0);
+  int32_t* tiles = scratch<int32_t>(static_cast<size_t>(((m + 7) / 8 * 8) * w.n), 0);
+  pack_panels(m, w.k, panels, buf, [&](const Panel& p, int64_t k0, int64_t k1, int16_t* dst) {
+    pack_panel(xq, w.k, p, k0, k1, dst, [zero_point](uint8_t v, int64_t mi) {
+      return static_cast<int16_t>(static_cast<int32_t>(v) - zero_point[mi]);
+    });
   });
   run_blocked(
       w, blocks, m, panels, buf, tiles,
       [&](int64_t n0, int64_t n1, const int64_t* b, const int64_t* e, int64_t s,
-          const uint8_t* pb, const Panel& p, int32_t* tile, bool acc) {
-        kt.qu8x4_spmm_csr(&quads, n0, n1, b, e, s, pb, p.width, zp.data() + p.m0, tile, acc);
+          const int16_t* pb, const Panel& p, int32_t* tile, bool acc) {
+        kt.qs16_spmm_csr(&w, n0, n1, b, e, s, pb, p.width, tile, acc);
       },
       finish);
 }
@@ -294,25 +293,15 @@ void sparse_linear_f32(const SparseMatrix& w, const SparseBlocks& blocks, const 
         kt.f32_spmm_csr(&w, n0, n1, b, e, s, pb, p.width, tile, acc);
       },
       [&](int64_t n0, int64_t n1, const Panel& p, const float* tile) {
-        const auto out1 = [&](int64_t mi, int64_t ni, float v) {
-          y[mi * n + ni] = bias ? v + bias[ni] : v;
-        };
-#if defined(__SSE2__)
-        const auto out4 = [&](int64_t mi, int64_t ni, __m128 v) {
-          if (bias) v = _mm_add_ps(v, _mm_loadu_ps(bias + ni));
-          _mm_storeu_ps(y + mi * n + ni, v);
-        };
-#else
-        const auto out4 = out1;
-#endif
-        transpose_out(n0, n1, p, tile, out4, out1);
+        transpose_out(n0, n1, p, tile, [&](int64_t mi, int64_t ni, float v) {
+          y[mi * n + ni] = v + (bias ? bias[ni] : 0.0f);
+        });
       });
 }
 
 Status sparse_linear_q8(const SparseMatrix& w, const SparseBlocks& blocks, const float* w_scale,
                         const float* x, int64_t m, const float* bias, float* y,
                         const QuadMatrix* quads) {
-  const Kernels& kt = kernels();
   if (m == 0 || w.n == 0) return Status::ok;
   // Per-row dynamic quantization with the core op (also catches NaN / Inf in x).
   uint8_t* xq = scratch<uint8_t>(static_cast<size_t>(m * w.k), 0);
@@ -322,87 +311,26 @@ Status sparse_linear_q8(const SparseMatrix& w, const SparseBlocks& blocks, const
   if (st != Status::ok) return st;
   const int64_t n = w.n;
   const float* xsp = xs.data();
-  const auto finish = [&](int64_t n0, int64_t n1, const Panel& p, const int32_t* tile) {
-    const auto out1 = [&](int64_t mi, int64_t ni, int32_t v) {
-      y[mi * n + ni] =
-          static_cast<float>(v) * (xsp[mi] * w_scale[ni]) + (bias ? bias[ni] : 0.0f);
-    };
-#if defined(__SSE2__)
-    // The same operations in the same order as out1, so both round alike.
-    const auto out4 = [&](int64_t mi, int64_t ni, __m128 bits) {
-      const __m128 s = _mm_mul_ps(_mm_set1_ps(xsp[mi]), _mm_loadu_ps(w_scale + ni));
-      __m128 v = _mm_mul_ps(_mm_cvtepi32_ps(_mm_castps_si128(bits)), s);
-      v = _mm_add_ps(v, bias ? _mm_loadu_ps(bias + ni) : _mm_setzero_ps());
-      _mm_storeu_ps(y + mi * n + ni, v);
-    };
-#else
-    const auto out4 = out1;
-#endif
-    transpose_out(n0, n1, p, tile, out4, out1);
-  };
-  if (quads != nullptr && kt.qu8x4_spmm_csr != nullptr) {
-    run_quads(w, blocks, *quads, xq, zp.data(), m, finish);
-    return Status::ok;
-  }
-  int64_t total = 0;
-  const std::vector<Panel> panels = make_panels(m, w.k, &total);
-  int16_t* buf = scratch<int16_t>(static_cast<size_t>(total), 0);
-  int32_t* tiles = scratch<int32_t>(static_cast<size_t>(((m + 7) / 8 * 8) * w.n), 0);
-  const int32_t* zpp = zp.data();
-  // Subtracting the zero point while widening to int16 is free and removes gemmlowp's
-  // row-sum correction term from the epilogue: (x_q - zp) is in [-255, 255].
-  pack_panels(m, w.k, panels, buf, [&](const Panel& p, int64_t k0, int64_t k1, int16_t* dst) {
-    pack_panel(xq, w.k, p, k0, k1, dst, [zpp](uint8_t v, int64_t mi) {
-      return static_cast<int16_t>(static_cast<int32_t>(v) - zpp[mi]);
-    });
-  });
-  run_blocked(
-      w, blocks, m, panels, buf, tiles,
-      [&](int64_t n0, int64_t n1, const int64_t* b, const int64_t* e, int64_t s,
-          const int16_t* pb, const Panel& p, int32_t* tile, bool acc) {
-        kt.qs16_spmm_csr(&w, n0, n1, b, e, s, pb, p.width, tile, acc);
-      },
-      finish);
+  run_int8(w, blocks, quads, xq, zp.data(), m,
+           [&](int64_t n0, int64_t n1, const Panel& p, const int32_t* tile) {
+             transpose_out(n0, n1, p, tile, [&](int64_t mi, int64_t ni, int32_t v) {
+               y[mi * n + ni] =
+                   static_cast<float>(v) * (xsp[mi] * w_scale[ni]) + (bias ? bias[ni] : 0.0f);
+             });
+           });
   return Status::ok;
 }
 
 void sparse_q8_accumulate(const SparseMatrix& w, const SparseBlocks& blocks, const uint8_t* xq,
                           const int32_t* zero_point, int64_t m, int32_t* acc,
                           const QuadMatrix* quads) {
-  const Kernels& kt = kernels();
   if (m == 0 || w.n == 0) return;
   const int64_t n = w.n;
-  const auto finish = [&](int64_t n0, int64_t n1, const Panel& p, const int32_t* tile) {
-    const auto out1 = [&](int64_t mi, int64_t ni, int32_t v) { acc[mi * n + ni] = v; };
-#if defined(__SSE2__)
-    const auto out4 = [&](int64_t mi, int64_t ni, __m128 bits) {
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(acc + mi * n + ni), _mm_castps_si128(bits));
-    };
-#else
-    const auto out4 = out1;
-#endif
-    transpose_out(n0, n1, p, tile, out4, out1);
-  };
-  if (quads != nullptr && kt.qu8x4_spmm_csr != nullptr) {
-    run_quads(w, blocks, *quads, xq, zero_point, m, finish);
-    return;
-  }
-  int64_t total = 0;
-  const std::vector<Panel> panels = make_panels(m, w.k, &total);
-  int16_t* buf = scratch<int16_t>(static_cast<size_t>(total), 0);
-  int32_t* tiles = scratch<int32_t>(static_cast<size_t>(((m + 7) / 8 * 8) * w.n), 1);
-  pack_panels(m, w.k, panels, buf, [&](const Panel& p, int64_t k0, int64_t k1, int16_t* dst) {
-    pack_panel(xq, w.k, p, k0, k1, dst, [zero_point](uint8_t v, int64_t mi) {
-      return static_cast<int16_t>(static_cast<int32_t>(v) - zero_point[mi]);
-    });
-  });
-  run_blocked(
-      w, blocks, m, panels, buf, tiles,
-      [&](int64_t n0, int64_t n1, const int64_t* b, const int64_t* e, int64_t s,
-          const int16_t* pb, const Panel& p, int32_t* tile, bool a) {
-        kt.qs16_spmm_csr(&w, n0, n1, b, e, s, pb, p.width, tile, a);
-      },
-      finish);
+  run_int8(w, blocks, quads, xq, zero_point, m,
+           [&](int64_t n0, int64_t n1, const Panel& p, const int32_t* tile) {
+             transpose_out(n0, n1, p, tile,
+                           [&](int64_t mi, int64_t ni, int32_t v) { acc[mi * n + ni] = v; });
+           });
 }
 
 }  // namespace pyquant
