@@ -467,12 +467,9 @@ def sparse_linear(x: TensorLike, packed: SparsePacked, bias: Optional[TensorLike
             raise ValueError(f"bias must have shape ({packed.out_features},), got "
                              f"{tuple(b.shape)}")
         b = _np(b)
+    # out vs x, bias and the packed tensors: checked by the binding (ValueError), which costs
+    # ~0.1 us there against ~6 us for the same check here (M = 1 calls at 99% take ~70 us).
     y = _out_tensor(out, x.shape[:-1] + (packed.out_features,), torch.float32)
-    if out is not None:
-        _check_disjoint([(y, "out")], [(x, "x"), (None if bias is None else _as_tensor(bias, "bias"),
-                                                  "bias")]
-                        + [(getattr(packed, f), f"packed.{f}") for f in
-                           ("row_ptr", "col_idx", "values", "scale", "block_ptr")])
     rows = x.numel() // packed.in_features if packed.in_features else int(np.prod(x.shape[:-1]))
     _runtime._sync_threads()
     if packed.in_features == 0:
