@@ -137,6 +137,49 @@ void spmv(const SparseMatrix* w, const I* idx, int64_t n0, int64_t n1, const int
   }
 }
 
+// M = 1, int8: 8 xz[idx] per step with the insert gather above (xz is K int32, L1 resident),
+// one vpmaddwd with the sign-extended values (the exact products, see kernels.h), one vpaddd.
+// The last 1-7 entries of a run: one step over the next 8 entries of the stream with the
+// values past the run zeroed (integers: the other factor needs no mask); the last 7 entries
+// of the whole stream take the scalar loop.
+template <typename I>
+void q_spmv(const SparseMatrix* w, const I* idx, int64_t n0, int64_t n1, const int64_t* begin,
+            const int64_t* end_p, const int32_t* xz, int32_t* acc, bool accumulate) {
+  const auto* values = static_cast<const int16_t*>(w->values);
+  const auto* xf = reinterpret_cast<const float*>(xz);  // gather8 moves 32-bit lanes as they are
+  const int64_t total = w->row_ptr[w->n];
+  const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  for (int64_t n = n0; n < n1; ++n) {
+    int64_t p = begin[n];
+    const int64_t end = end_p[n];
+    __m256i a = _mm256_setzero_si256();
+    const auto step = [&](__m256i v) {
+      a = _mm256_add_epi32(a, _mm256_madd_epi16(_mm256_castps_si256(gather8(xf, idx + p)), v));
+    };
+    const auto values8 = [&] {
+      return _mm256_cvtepi16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(values + p)));
+    };
+    for (; p + 8 <= end; p += 8) {
+      _mm_prefetch(reinterpret_cast<const char*>(values + p + 256), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(idx + p + 256), _MM_HINT_T0);
+      step(values8());
+    }
+    if (p < end && p + 8 <= total) {
+      step(_mm256_and_si256(values8(), _mm256_cmpgt_epi32(
+                                           _mm256_set1_epi32(static_cast<int32_t>(end - p)), lanes)));
+      p = end;
+    }
+    int32_t s = 0;
+    for (; p < end; ++p)
+      s += static_cast<int32_t>(values[p]) *
+           static_cast<int32_t>(static_cast<int16_t>(static_cast<uint16_t>(xz[idx[p]])));
+    __m128i h = _mm_add_epi32(_mm256_castsi256_si128(a), _mm256_extracti128_si256(a, 1));
+    h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0x4e));
+    h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0xb1));
+    acc[n] = (accumulate ? acc[n] : 0) + s + _mm_cvtsi128_si32(h);
+  }
+}
+
 // int8: G groups of 16 columns (ymm) plus H = 1 half group of 8 (xmm) when W % 16 == 8.
 // lo holds columns {0-3, 8-11} of a group and hi {4-7, 12-15} (unpack works per 128-bit
 // lane); the permutes at the end restore column order.
@@ -231,6 +274,12 @@ void qs16_spmm_csr(const SparseMatrix* w, int64_t n0, int64_t n1, const int64_t*
   const auto* v = static_cast<const int16_t*>(w->values);
   if (w->idx16) q_spmm(v, w->idx16, n0, n1, begin, end, stride, panel, width, acct, accumulate);
   else q_spmm(v, w->idx32, n0, n1, begin, end, stride, panel, width, acct, accumulate);
+}
+
+void qs16_spmv_csr(const SparseMatrix* w, int64_t n0, int64_t n1, const int64_t* begin,
+                   const int64_t* end, const int32_t* xz, int32_t* acc, bool accumulate) {
+  if (w->idx16) q_spmv(w, w->idx16, n0, n1, begin, end, xz, acc, accumulate);
+  else q_spmv(w, w->idx32, n0, n1, begin, end, xz, acc, accumulate);
 }
 
 }  // namespace avx2

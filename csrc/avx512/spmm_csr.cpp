@@ -106,6 +106,45 @@ void spmv(const SparseMatrix* w, const I* idx, int64_t n0, int64_t n1, const int
   }
 }
 
+// M = 1, int8: 16-wide gathers of xz, one vpmaddwd with the sign-extended values per 16
+// entries (the exact products, see kernels.h), masked tail and prefetch as in spmv.
+template <typename I>
+void q_spmv(const SparseMatrix* w, const I* idx, int64_t n0, int64_t n1, const int64_t* begin,
+            const int64_t* end_p, const int32_t* xz, int32_t* acc, bool accumulate) {
+  const auto* values = static_cast<const int16_t*>(w->values);
+  const auto values16 = [values](int64_t p) {
+    return _mm512_cvtepi16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(values + p)));
+  };
+  for (int64_t n = n0; n < n1; ++n) {
+    int64_t p = begin[n];
+    const int64_t end = end_p[n];
+    __m512i a0 = _mm512_setzero_si512(), a1 = _mm512_setzero_si512();
+    for (; p + 32 <= end; p += 32) {
+      _mm_prefetch(reinterpret_cast<const char*>(values + p + kPrefetch), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(idx + p + kPrefetch), _MM_HINT_T0);
+      a0 = _mm512_add_epi32(
+          a0, _mm512_madd_epi16(_mm512_i32gather_epi32(load_idx16(idx + p), xz, 4), values16(p)));
+      a1 = _mm512_add_epi32(a1, _mm512_madd_epi16(
+                                    _mm512_i32gather_epi32(load_idx16(idx + p + 16), xz, 4),
+                                    values16(p + 16)));
+    }
+    if (p + 16 <= end) {
+      a0 = _mm512_add_epi32(
+          a0, _mm512_madd_epi16(_mm512_i32gather_epi32(load_idx16(idx + p), xz, 4), values16(p)));
+      p += 16;
+    }
+    if (p < end) {
+      // 1-15 left: masked loads and a masked gather (lanes past the run read nothing).
+      const __mmask16 m = static_cast<__mmask16>((1u << (end - p)) - 1u);
+      const __m512i g = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m,
+                                                    load_idx16_masked(m, idx + p), xz, 4);
+      const __m512i v = _mm512_cvtepi16_epi32(_mm256_maskz_loadu_epi16(m, values + p));
+      a1 = _mm512_add_epi32(a1, _mm512_madd_epi16(g, v));
+    }
+    acc[n] = (accumulate ? acc[n] : 0) + _mm512_reduce_add_epi32(_mm512_add_epi32(a0, a1));
+  }
+}
+
 // int8, W = 32: one zmm of int16 per panel row. unpacklo/hi work per 128-bit lane, so lo
 // holds columns {8q .. 8q+3} and hi {8q+4 .. 8q+7} of lane q; a two-source permute restores
 // column order.
@@ -167,6 +206,12 @@ void qs16_spmm_csr(const SparseMatrix* w, int64_t n0, int64_t n1, const int64_t*
   const auto* v = static_cast<const int16_t*>(w->values);
   if (w->idx16) q32(v, w->idx16, n0, n1, begin, end, stride, panel, acct, accumulate);
   else q32(v, w->idx32, n0, n1, begin, end, stride, panel, acct, accumulate);
+}
+
+void qs16_spmv_csr(const SparseMatrix* w, int64_t n0, int64_t n1, const int64_t* begin,
+                   const int64_t* end, const int32_t* xz, int32_t* acc, bool accumulate) {
+  if (w->idx16) q_spmv(w, w->idx16, n0, n1, begin, end, xz, acc, accumulate);
+  else q_spmv(w, w->idx32, n0, n1, begin, end, xz, acc, accumulate);
 }
 
 }  // namespace avx512

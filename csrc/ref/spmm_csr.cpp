@@ -35,6 +35,18 @@ void spmv(const SparseMatrix* w, const I* idx, int64_t n0, int64_t n1, const int
   }
 }
 
+template <typename I>
+void q_spmv(const int16_t* values, const I* idx, int64_t n0, int64_t n1, const int64_t* begin,
+            const int64_t* end, const int32_t* xz, int32_t* acc, bool accumulate) {
+  for (int64_t n = n0; n < n1; ++n) {
+    int32_t s = 0;
+    for (int64_t p = begin[n]; p < end[n]; ++p)
+      s += static_cast<int32_t>(values[p]) *
+           static_cast<int32_t>(static_cast<int16_t>(static_cast<uint16_t>(xz[idx[p]])));
+    acc[n] = (accumulate ? acc[n] : 0) + s;
+  }
+}
+
 }  // namespace
 
 void f32_spmm_csr(const SparseMatrix* w, int64_t n0, int64_t n1, const int64_t* begin,
@@ -58,6 +70,13 @@ void qs16_spmm_csr(const SparseMatrix* w, int64_t n0, int64_t n1, const int64_t*
   const auto* v = static_cast<const int16_t*>(w->values);
   if (w->idx16) spmm(v, w->idx16, n0, n1, begin, end, stride, panel, width, acct, accumulate);
   else spmm(v, w->idx32, n0, n1, begin, end, stride, panel, width, acct, accumulate);
+}
+
+void qs16_spmv_csr(const SparseMatrix* w, int64_t n0, int64_t n1, const int64_t* begin,
+                   const int64_t* end, const int32_t* xz, int32_t* acc, bool accumulate) {
+  const auto* v = static_cast<const int16_t*>(w->values);
+  if (w->idx16) q_spmv(v, w->idx16, n0, n1, begin, end, xz, acc, accumulate);
+  else q_spmv(v, w->idx32, n0, n1, begin, end, xz, acc, accumulate);
 }
 
 void qu8x4_spmm_csr(const QuadMatrix* w, int64_t n0, int64_t n1, const int64_t* begin,

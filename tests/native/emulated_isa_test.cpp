@@ -212,6 +212,22 @@ void check_sparse() {
         close &= std::fabs(ya[i] - yb[i]) <= 1e-4f * (1.0f + std::fabs(ya[i]));
       check(close, split ? "f32_spmv_csr (two runs per row)" : "f32_spmv_csr", n_rows);
     }
+    // int8 M = 1: xz holds x_q - zp in the low int16, 0 in the high one (kernels.h).
+    std::vector<int32_t> xz(k + 64);
+    for (int64_t i = 0; i < k; ++i)
+      xz[i] = static_cast<uint16_t>(static_cast<int16_t>(static_cast<int32_t>(next_u32() % 511) - 255));
+    for (bool split : {false, true}) {
+      std::vector<int32_t> qa(n_rows + 64, 0), qb(qa);
+      const int64_t* e0 = split ? mid.data() : rp + 1;
+      pyquant::ref::qs16_spmv_csr(&wq, 0, n_rows, rp, e0, xz.data(), qa.data(), false);
+      pyquant::avx512::qs16_spmv_csr(&wq, 0, n_rows, rp, e0, xz.data(), qb.data(), false);
+      if (split) {
+        pyquant::ref::qs16_spmv_csr(&wq, 0, n_rows, mid.data(), rp + 1, xz.data(), qa.data(), true);
+        pyquant::avx512::qs16_spmv_csr(&wq, 0, n_rows, mid.data(), rp + 1, xz.data(), qb.data(),
+                                       true);
+      }
+      check(qa == qb, split ? "qs16_spmv_csr (two runs per row)" : "qs16_spmv_csr", n_rows);
+    }
   }
 }
 

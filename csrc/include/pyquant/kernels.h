@@ -138,6 +138,14 @@ using SpmmQ8Fn = void (*)(const SparseMatrix* w, int64_t n0, int64_t n1, const i
                           const int64_t* end, int64_t stride, const int16_t* panel, int64_t width,
                           int32_t* acct, bool accumulate);
 
+// M = 1, int8: acc[n] = (accumulate ? acc[n] : 0) + sum_{p in [begin[n], end[n])}
+// values[p] * xz[col[p]] for n in [n0, n1). xz[k] holds x_q[k] - zero_point (in [-255, 255])
+// in its low int16 and 0 in its high one, so one vpmaddwd of gathered xz with the
+// sign-extended values is the exact product (the high halves multiply to 0). Exact in int32
+// under the pack's per-row entry limit, as the tile kernels.
+using SpmvQ8Fn = void (*)(const SparseMatrix* w, int64_t n0, int64_t n1, const int64_t* begin,
+                          const int64_t* end, const int32_t* xz, int32_t* acc, bool accumulate);
+
 // int8 packs made of aligned quads (1 x 4 blocks along K, e.g. from prune.block_prune_): every
 // run is a sequence of quads, entries 4i..4i+3 covering columns 4q..4q+3. quad_w[i] holds the
 // four int8 values of quad i (little-endian, entry 4i lowest), quad_col[i] = q, row_sum[n] the
@@ -167,6 +175,8 @@ using SpmmQu8x4Fn = void (*)(const QuadMatrix* w, int64_t n0, int64_t n1, const 
   void qs16_spmm_csr(const SparseMatrix* w, int64_t n0, int64_t n1, const int64_t* begin,       \
                      const int64_t* end, int64_t stride, const int16_t* panel, int64_t width,   \
                      int32_t* acct, bool accumulate);                                           \
+  void qs16_spmv_csr(const SparseMatrix* w, int64_t n0, int64_t n1, const int64_t* begin,       \
+                     const int64_t* end, const int32_t* xz, int32_t* acc, bool accumulate);     \
   }
 
 namespace pyquant {

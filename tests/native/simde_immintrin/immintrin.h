@@ -83,3 +83,31 @@ static inline simde__m512 _mm512_mask3_fmadd_ps(simde__m512 a, simde__m512 b, si
                                                 simde__mmask16 k) {
   return simde_mm512_mask_mov_ps(c, k, simde_mm512_fmadd_ps(a, b, c));
 }
+
+// Gathers of 32-bit lanes: base + 4 * index (the kernels pass scale 4); masked lanes are not
+// read and keep src, as the hardware does.
+static inline simde__m512i _mm512_mask_i32gather_epi32(simde__m512i src, simde__mmask16 k,
+                                                       simde__m512i vindex, const void* base,
+                                                       int scale) {
+  int32_t idx[16], lanes[16];
+  simde_mm512_storeu_si512(idx, vindex);
+  simde_mm512_storeu_si512(lanes, src);
+  for (int i = 0; i < 16; ++i)
+    if ((k >> i) & 1)
+      std::memcpy(&lanes[i], static_cast<const char*>(base) + static_cast<int64_t>(idx[i]) * scale,
+                  4);
+  return simde_mm512_loadu_si512(lanes);
+}
+
+static inline simde__m512i _mm512_i32gather_epi32(simde__m512i vindex, const void* base,
+                                                  int scale) {
+  return _mm512_mask_i32gather_epi32(simde_mm512_setzero_si512(), 0xffff, vindex, base, scale);
+}
+
+static inline int32_t _mm512_reduce_add_epi32(simde__m512i a) {
+  int32_t l[16];
+  simde_mm512_storeu_si512(l, a);
+  int32_t s = 0;
+  for (int i = 0; i < 16; ++i) s += l[i];
+  return s;
+}
