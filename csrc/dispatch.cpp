@@ -59,6 +59,7 @@ Kernels make_table(Isa isa) {
     case Isa::amx:
       PYQUANT_USE(avx512vnni, "avx512vnni", qs16_spmm_csr)
       PYQUANT_USE(avx512vnni, "avx512vnni", qu8x4_spmm_csr)
+      PYQUANT_USE(avx512vnni, "avx512vnni", qu8x4_spmv_csr)
       break;
   }
   // GEMM: the VNNI and AMX levels have their own kernels.

@@ -94,7 +94,46 @@ void quads(const QuadMatrix* w, int64_t n0, int64_t n1, const int64_t* begin, co
   }
 }
 
+// M = 1 on quads: x_q[4q .. 4q + 3] is one 32-bit lane, so one gather fetches 16 quads' inputs
+// and one vpdpbusd multiplies them with the 16 quad weights: 8 bytes per quad (2 per entry).
+void quads_m1(const QuadMatrix* w, int64_t n0, int64_t n1, const int64_t* begin,
+              const int64_t* end_p, const uint8_t* xq, int32_t zp, int32_t* acc, bool accumulate) {
+  const auto load = [](const int32_t* p) { return _mm512_loadu_si512(p); };
+  for (int64_t n = n0; n < n1; ++n) {
+    int64_t i = begin[n] / 4;
+    const int64_t e = end_p[n] / 4;
+    __m512i a0 = _mm512_setzero_si512(), a1 = _mm512_setzero_si512();
+    for (; i + 32 <= e; i += 32) {
+      _mm_prefetch(reinterpret_cast<const char*>(w->quad_w + i + 128), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(w->quad_col + i + 128), _MM_HINT_T0);
+      a0 = _mm512_dpbusd_epi32(a0, _mm512_i32gather_epi32(load(w->quad_col + i), xq, 4),
+                               load(w->quad_w + i));
+      a1 = _mm512_dpbusd_epi32(a1, _mm512_i32gather_epi32(load(w->quad_col + i + 16), xq, 4),
+                               load(w->quad_w + i + 16));
+    }
+    if (i + 16 <= e) {
+      a0 = _mm512_dpbusd_epi32(a0, _mm512_i32gather_epi32(load(w->quad_col + i), xq, 4),
+                               load(w->quad_w + i));
+      i += 16;
+    }
+    if (i < e) {  // 1-15 quads left: masked loads and gather (lanes past the run read nothing)
+      const __mmask16 m = static_cast<__mmask16>((1u << (e - i)) - 1u);
+      const __m512i g = _mm512_mask_i32gather_epi32(
+          _mm512_setzero_si512(), m, _mm512_maskz_loadu_epi32(m, w->quad_col + i), xq, 4);
+      a1 = _mm512_dpbusd_epi32(a1, g, _mm512_maskz_loadu_epi32(m, w->quad_w + i));
+    }
+    acc[n] = (accumulate ? acc[n] : -zp * w->row_sum[n]) +
+             _mm512_reduce_add_epi32(_mm512_add_epi32(a0, a1));
+  }
+}
+
 }  // namespace
+
+void qu8x4_spmv_csr(const QuadMatrix* w, int64_t n0, int64_t n1, const int64_t* begin,
+                    const int64_t* end, const uint8_t* xq, int32_t zp, int32_t* acc,
+                    bool accumulate) {
+  quads_m1(w, n0, n1, begin, end, xq, zp, acc, accumulate);
+}
 
 void qu8x4_spmm_csr(const QuadMatrix* w, int64_t n0, int64_t n1, const int64_t* begin,
                     const int64_t* end, int64_t stride, const uint8_t* panel, int64_t width,

@@ -223,6 +223,36 @@ template <typename Finish>
 void run_int8(const SparseMatrix& w, const SparseBlocks& blocks, const QuadMatrix* quads,
               const uint8_t* xq, const int32_t* zero_point, int64_t m, Finish finish) {
   const Kernels& kt = kernels();
+  // M = 1: gather kernels into an int32 row of accumulators, handed to finish as a 1-wide
+  // tile, instead of a panel of 8 (pairs) or 16 (quads) columns that are all padding but one:
+  // pairs 2.3-2.6x faster at 50-99%, quads (VNNI) 1.7-1.9x at 80-95% (4096 x 4096, one
+  // thread, alternating-process A/Bs). Below VNNI quad packs take the pair kernel.
+  if (m == 1) {
+    const int64_t tasks = tasks_for(w, 1);
+    const std::vector<int64_t> bounds = balanced_rows(w, tasks);
+    const int64_t nb = block_count(blocks);
+    std::vector<int32_t> xz, acc(static_cast<size_t>(w.n));
+    const bool quad_kernel = quads != nullptr && kt.qu8x4_spmv_csr != nullptr;
+    if (!quad_kernel) {  // low int16 = x_q - zp, high int16 = 0 (kernels.h)
+      xz.resize(static_cast<size_t>(w.k));
+      for (int64_t k = 0; k < w.k; ++k)
+        xz[k] = static_cast<uint16_t>(static_cast<int16_t>(xq[k] - zero_point[0]));
+    }
+    const Panel row{0, 1, 1, 0};
+    ThreadPool::global().run(tasks, [&](int64_t t) {
+      const int64_t n0 = bounds[t], n1 = bounds[t + 1];
+      if (n0 >= n1) return;
+      for (int64_t b = 0; b < nb; ++b) {
+        const int64_t* base = block_base(w, blocks, b);
+        if (quad_kernel)
+          kt.qu8x4_spmv_csr(quads, n0, n1, base, base + 1, xq, zero_point[0], acc.data(), b > 0);
+        else
+          kt.qs16_spmv_csr(&w, n0, n1, base, base + 1, xz.data(), acc.data(), b > 0);
+      }
+      finish(n0, n1, row, acc.data());
+    });
+    return;
+  }
   if (quads != nullptr && kt.qu8x4_spmm_csr != nullptr) {
     int64_t total = 0;
     const std::vector<Panel> panels = make_panels(m, w.k, &total, 16);
@@ -240,29 +270,6 @@ void run_int8(const SparseMatrix& w, const SparseBlocks& blocks, const QuadMatri
           kt.qu8x4_spmm_csr(quads, n0, n1, b, e, s, pb, p.width, zp.data() + p.m0, tile, acc);
         },
         finish);
-    return;
-  }
-  // M = 1, pair packs (and quad packs below VNNI; the quad kernel above measured 5-15% faster
-  // at M = 1 than this): the gather kernel into an int32 row of accumulators, handed to finish
-  // as a 1-wide tile, instead of an 8-column panel with 7 padding columns (2.3-2.6x faster at
-  // 50-99%, 4096 x 4096, alternating-process A/B).
-  if (m == 1) {
-    std::vector<int32_t> xz(static_cast<size_t>(w.k)), acc(static_cast<size_t>(w.n));
-    for (int64_t k = 0; k < w.k; ++k)  // low int16 = x_q - zp, high int16 = 0 (kernels.h)
-      xz[k] = static_cast<uint16_t>(static_cast<int16_t>(xq[k] - zero_point[0]));
-    const int64_t tasks = tasks_for(w, 1);
-    const std::vector<int64_t> bounds = balanced_rows(w, tasks);
-    const int64_t nb = block_count(blocks);
-    const Panel row{0, 1, 1, 0};
-    ThreadPool::global().run(tasks, [&](int64_t t) {
-      const int64_t n0 = bounds[t], n1 = bounds[t + 1];
-      if (n0 >= n1) return;
-      for (int64_t b = 0; b < nb; ++b) {
-        const int64_t* base = block_base(w, blocks, b);
-        kt.qs16_spmv_csr(&w, n0, n1, base, base + 1, xz.data(), acc.data(), b > 0);
-      }
-      finish(n0, n1, row, acc.data());
-    });
     return;
   }
   int64_t total = 0;

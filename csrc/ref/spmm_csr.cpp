@@ -97,5 +97,20 @@ void qu8x4_spmm_csr(const QuadMatrix* w, int64_t n0, int64_t n1, const int64_t* 
   }
 }
 
+void qu8x4_spmv_csr(const QuadMatrix* w, int64_t n0, int64_t n1, const int64_t* begin,
+                    const int64_t* end, const uint8_t* xq, int32_t zp, int32_t* acc,
+                    bool accumulate) {
+  for (int64_t n = n0; n < n1; ++n) {
+    int32_t s = accumulate ? acc[n] : -zp * w->row_sum[n];
+    for (int64_t i = begin[n] / 4; i < end[n] / 4; ++i) {
+      const uint32_t quad = static_cast<uint32_t>(w->quad_w[i]);
+      const uint8_t* xr = xq + static_cast<int64_t>(w->quad_col[i]) * 4;
+      for (int t = 0; t < 4; ++t)
+        s += static_cast<int32_t>(xr[t]) * static_cast<int32_t>(static_cast<int8_t>(quad >> (8 * t)));
+    }
+    acc[n] = s;
+  }
+}
+
 }  // namespace ref
 }  // namespace pyquant

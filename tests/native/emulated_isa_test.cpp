@@ -351,6 +351,18 @@ void check_quads() {
         check(qa == qb, "qu8x4_spmm_csr avx512vnni", n_rows * width);
       }
     }
+    // M = 1: x_q is K = 4 * k4 bytes; runs of up to 70 quads give every tail length 0..15.
+    std::vector<uint8_t> xq(k4 * 4 + 64);
+    for (auto& v : xq) v = static_cast<uint8_t>(next_u32());
+    const int32_t zp = static_cast<int32_t>(next_u32() % 256);
+    for (bool accumulate : {false, true}) {
+      std::vector<int32_t> qa(n_rows, 7), qb(qa);
+      pyquant::ref::qu8x4_spmv_csr(&w, 0, n_rows, row_ptr.data(), row_ptr.data() + 1, xq.data(),
+                                   zp, qa.data(), accumulate);
+      pyquant::avx512vnni::qu8x4_spmv_csr(&w, 0, n_rows, row_ptr.data(), row_ptr.data() + 1,
+                                          xq.data(), zp, qb.data(), accumulate);
+      check(qa == qb, "qu8x4_spmv_csr avx512vnni", n_rows);
+    }
   }
 }
 

@@ -161,6 +161,11 @@ struct QuadMatrix {
 using SpmmQu8x4Fn = void (*)(const QuadMatrix* w, int64_t n0, int64_t n1, const int64_t* begin,
                              const int64_t* end, int64_t stride, const uint8_t* panel,
                              int64_t width, const int32_t* zp, int32_t* acct, bool accumulate);
+// M = 1 on quads: acc[n] = (accumulate ? acc[n] : -zp * row_sum[n]) + sum over the run's
+// quads i of quad_w[i] . x_q[4 q_i .. 4 q_i + 3] (begin / end as above), x_q the K uint8.
+using SpmvQu8x4Fn = void (*)(const QuadMatrix* w, int64_t n0, int64_t n1, const int64_t* begin,
+                             const int64_t* end, const uint8_t* xq, int32_t zp, int32_t* acc,
+                             bool accumulate);
 
 }  // namespace pyquant
 
@@ -188,6 +193,9 @@ PYQUANT_DECLARE_SPARSE_KERNELS(avx512)
   void qu8x4_spmm_csr(const QuadMatrix* w, int64_t n0, int64_t n1, const int64_t* begin,        \
                       const int64_t* end, int64_t stride, const uint8_t* panel, int64_t width,  \
                       const int32_t* zp, int32_t* acct, bool accumulate);                       \
+  void qu8x4_spmv_csr(const QuadMatrix* w, int64_t n0, int64_t n1, const int64_t* begin,        \
+                      const int64_t* end, const uint8_t* xq, int32_t zp, int32_t* acc,          \
+                      bool accumulate);                                                         \
   }
 // The quad kernel needs vpdpbusd: VNNI has it, ref is its oracle (tests); below VNNI the op runs
 // quad packs with the pair kernel, which they also satisfy.
