@@ -5,12 +5,17 @@ does ``K`` multiply-adds at the dense GEMM's throughput; the sparse kernel does 
 at a lower throughput (indexed loads of the activations instead of a streamed, blocked
 GEMM). So sparse is faster when ``density < e``, ``e`` = sparse per-nonzero throughput / dense
 per-weight throughput, i.e. when ``sparsity > 1 - e``. ``e`` is measured once per process by
-a tiny timing (a 512 x 512 layer at 90% sparsity, 32 rows, best of several runs; ~20 ms)
+a tiny timing (a 512 x 512 layer at 90% sparsity, ``rows`` = 32 rows by default, best of
+several runs; ~20 ms; 1024 x 1024 below 8 rows, where a 512 x 512 call would be mostly call
+overhead)
 against the layer the user would otherwise run: fp32 ``F.linear`` for the fp32 sparse kernel,
 the dense int8 ``QuantLinear`` for the sparse + int8 one (on an AMX CPU dense int8 is several
 times faster than fp32, which moves the break-even up), with a 1 x 4 block-pruned weight for
 layers whose int8 pack stores quads (``prune.block_prune_``; VNNI runs them with a faster
-kernel, so they break even at a lower sparsity). The break-even sparsity is clamped to
+kernel, so they break even at a lower sparsity). The batch matters: at one row the kernels
+stream the weights once (memory bound), so sparse + int8 breaks even far lower than at 32 rows
+against an AMX dense layer; pass ``rows`` for the batch the model will run at. The break-even
+sparsity is clamped to
 [0.5, 0.98] so a noisy timing cannot swap dense-ish layers or refuse very sparse ones. Pass
 ``min_sparsity`` to skip the timing and use a fixed threshold (deterministic, what the tests
 do).
@@ -45,7 +50,13 @@ def _best_time(fn, reps: int = 5) -> float:
     return best
 
 
-def break_even_sparsity(quantized: bool = False, blocked: bool = False) -> float:
+def _check_rows(rows) -> int:
+    if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
+        raise ValueError(f"rows must be an int >= 1, got {rows!r}")
+    return rows
+
+
+def break_even_sparsity(quantized: bool = False, blocked: bool = False, rows: int = 32) -> float:
     """Sparsity above which the sparse kernel beats the dense one on this CPU.
 
     Measured once per process and cached (see the module docstring), clamped to [0.5, 0.98].
@@ -55,23 +66,28 @@ def break_even_sparsity(quantized: bool = False, blocked: bool = False) -> float
             instead of the fp32 sparse kernel against ``F.linear``.
         blocked: (with quantized) calibrate on a 1 x 4 block-pruned weight, which int8 packs
             store as quads (``prune.block_prune_``); a different kernel on VNNI CPUs.
+        rows: the batch (rows of x per call) to calibrate at.
 
     Returns:
         The break-even sparsity in [0.5, 0.98].
+
+    Raises:
+        ValueError: rows is not an int >= 1.
     """
-    key = (bool(quantized), bool(quantized and blocked))
+    rows = _check_rows(rows)
+    key = (bool(quantized), bool(quantized and blocked), rows)
     if key in _BREAK_EVEN:
         return _BREAK_EVEN[key]
     gen = torch.Generator().manual_seed(0)
-    n = k = 512
+    n = k = 512 if rows >= 8 else 1024
     w = torch.randn(n, k, generator=gen)
     if key[1]:
         w = w * block_mask(w, 0.9)
     else:
         w[torch.rand(n, k, generator=gen) < 0.9] = 0.0
     density = float((w != 0).float().mean())
-    x = torch.randn(32, k, generator=gen)
-    y = torch.empty(32, n)
+    x = torch.randn(rows, k, generator=gen)
+    y = torch.empty(rows, n)
     packed = ops.sparse_pack(w, dtype=torch.int8 if quantized else torch.float32)
     if quantized:
         lin = nn.Linear(k, n, bias=False)
@@ -95,7 +111,7 @@ def _sparsity(weight: torch.Tensor) -> float:
 
 def sparsify_(model: nn.Module, *, min_sparsity: Optional[float] = None,
               filter_fn: Optional[Callable[[nn.Module, str], bool]] = None,
-              quantize: bool = False) -> nn.Module:
+              quantize: bool = False, rows: int = 32) -> nn.Module:
     """Replace, in place, each ``nn.Linear`` sparse enough to run faster with sparse kernels.
 
     Args:
@@ -105,18 +121,21 @@ def sparsify_(model: nn.Module, *, min_sparsity: Optional[float] = None,
         filter_fn: optional ``filter_fn(module, fully_qualified_name) -> bool``; layers for
             which it returns False stay dense.
         quantize: use ``SparseQuantLinear`` (sparse + int8) instead of ``SparseLinear``.
+        rows: (without min_sparsity) the batch the model will run at, for the break-even
+            timing; e.g. 1 for token-by-token decoding.
 
     Returns:
         ``model`` (modified in place).
 
     Raises:
         TypeError: model is not an nn.Module, or filter_fn is not callable.
-        ValueError: min_sparsity outside [0, 1].
+        ValueError: min_sparsity outside [0, 1], or rows not an int >= 1.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     if filter_fn is not None and not callable(filter_fn):
         raise TypeError(f"filter_fn must be callable, got {type(filter_fn).__name__}")
+    rows = _check_rows(rows)
     if min_sparsity is not None:
         if isinstance(min_sparsity, bool) or not isinstance(min_sparsity, (int, float)) or \
                 not 0.0 <= float(min_sparsity) <= 1.0:
@@ -135,7 +154,7 @@ def sparsify_(model: nn.Module, *, min_sparsity: Optional[float] = None,
                 continue
             w = child.weight.detach()
             t = threshold if threshold is not None else break_even_sparsity(
-                quantize, blocked=quantize and stores_quads(w))
+                quantize, blocked=quantize and stores_quads(w), rows=rows)
             if _sparsity(w) >= t:
                 targets.append((mod, child_name, child))
     for parent, child_name, child in targets:

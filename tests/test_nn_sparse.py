@@ -173,6 +173,24 @@ def test_sparsify_bad_args_and_default_threshold():
     assert type(net.a) is nn.Linear
 
 
+def test_sparsify_rows_calibrates_per_batch():
+    from pyquant import api_sparse
+    for bad in (0, -1, 1.5, True, "1"):
+        with pytest.raises(ValueError, match="rows"):
+            sparsify_(_Net(), rows=bad)
+        with pytest.raises(ValueError, match="rows"):
+            break_even_sparsity(rows=bad)
+    api_sparse._BREAK_EVEN.pop((True, False, 1), None)
+    net = _Net()
+    with torch.no_grad():
+        net.a.weight[torch.rand_like(net.a.weight) < 0.99] = 0.0  # 99%: above any clamped value
+    sparsify_(net, quantize=True, rows=1)
+    assert isinstance(net.a, pyquant.nn.SparseQuantLinear)
+    # sparsify_ calibrated at its rows, cached apart from the default 32-row calibration.
+    one = api_sparse._BREAK_EVEN[(True, False, 1)]
+    assert 0.5 <= one <= 0.98 and break_even_sparsity(quantized=True, rows=1) == one
+
+
 def test_digits_pruned_90_sparsified_same_accuracy():
     datasets = pytest.importorskip("sklearn.datasets")
     digits = datasets.load_digits()

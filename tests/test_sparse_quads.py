@@ -190,9 +190,9 @@ def test_sparsify_quantized_takes_blocked_layers_with_their_own_break_even():
     assert 0.5 <= blocked <= 0.98
     # Its own calibration (a block-pruned weight), cached apart from the unstructured int8 one;
     # fp32 packs never store quads, so there `blocked` selects the same calibration.
-    assert api_sparse._BREAK_EVEN[(True, True)] == blocked
+    assert api_sparse._BREAK_EVEN[(True, True, 32)] == blocked
     assert break_even_sparsity(blocked=True) == break_even_sparsity()
-    assert (False, True) not in api_sparse._BREAK_EVEN
+    assert (False, True, 32) not in api_sparse._BREAK_EVEN
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 8))
     with torch.no_grad():
