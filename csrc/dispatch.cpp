@@ -41,9 +41,7 @@ Kernels make_table(Isa isa) {
       PYQUANT_USE_ALL(avx512, "avx512")
       break;
   }
-  // Sparse int8: VNNI fuses the pair product and its sum (vpdpwssd) and adds the quad kernel
-  // (vpdpbusd); AMX has no use for sparse weights.
-  // M = 1 int8 (gathers, memory bound): the AVX-512 kernel on every level from AVX-512 up.
+  // M = 1 int8 pairs (gathers, memory bound): the AVX-512 kernel on every level from AVX-512 up.
   switch (isa) {
     case Isa::scalar: PYQUANT_USE(ref, "scalar", qs16_spmv_csr) break;
     case Isa::avx2: PYQUANT_USE(avx2, "avx2", qs16_spmv_csr) break;
@@ -51,6 +49,8 @@ Kernels make_table(Isa isa) {
     case Isa::avx512vnni:
     case Isa::amx: PYQUANT_USE(avx512, "avx512", qs16_spmv_csr) break;
   }
+  // Sparse int8: VNNI fuses the pair product and its sum (vpdpwssd) and adds the quad kernels
+  // (vpdpbusd); AMX has no use for sparse weights.
   switch (isa) {
     case Isa::scalar: PYQUANT_USE(ref, "scalar", qs16_spmm_csr) break;
     case Isa::avx2: PYQUANT_USE(avx2, "avx2", qs16_spmm_csr) break;

@@ -46,7 +46,8 @@ std::vector<Panel> make_panels(int64_t m, int64_t k, int64_t* total, int64_t mul
   return panels;
 }
 
-// A per-thread scratch buffer that only grows: a fresh multi-MB allocation per call would
+// A per-thread scratch buffer that only grows (two slots per element type: scratch<T>(n, 0)
+// and scratch<U>(n, 0) are different buffers): a fresh multi-MB allocation per call would
 // page-fault on every call. 64-byte aligned: glibc hands out large blocks at 16 mod 64, which
 // made half of the 32-byte panel loads straddle two cache lines.
 template <typename T>
@@ -175,6 +176,24 @@ inline int64_t block_count(const SparseBlocks& blocks) {
   return blocks.block_ptr != nullptr ? blocks.num_blocks : 1;
 }
 
+// M = 1: each task's rows (split by nonzeros) through every K block, kernel(n0, n1, begin, end,
+// accumulate, last_block), then done(n0, n1) on the task's finished rows.
+template <typename Kernel, typename Done>
+void run_rows(const SparseMatrix& w, const SparseBlocks& blocks, Kernel kernel, Done done) {
+  const int64_t tasks = tasks_for(w, 1);
+  const std::vector<int64_t> bounds = balanced_rows(w, tasks);
+  const int64_t nb = block_count(blocks);
+  ThreadPool::global().run(tasks, [&](int64_t t) {
+    const int64_t n0 = bounds[t], n1 = bounds[t + 1];
+    if (n0 >= n1) return;
+    for (int64_t b = 0; b < nb; ++b) {
+      const int64_t* base = block_base(w, blocks, b);
+      kernel(n0, n1, base, base + 1, b > 0, b == nb - 1);
+    }
+    done(n0, n1);
+  });
+}
+
 // Runs kernel(n0, n1, begin, end, stride, panel data, panel, tile, accumulate) over every panel and
 // K block for each task's rows, then finish(task rows, panel, tile) converts the tile.
 // Per panel, blocks outer and rows inner: the weight stream is read sequentially (the pack
@@ -228,29 +247,27 @@ void run_int8(const SparseMatrix& w, const SparseBlocks& blocks, const QuadMatri
   // pairs 2.3-2.6x faster at 50-99%, quads (VNNI) 1.7-1.9x at 80-95% (4096 x 4096, one
   // thread, alternating-process A/Bs). Below VNNI quad packs take the pair kernel.
   if (m == 1) {
-    const int64_t tasks = tasks_for(w, 1);
-    const std::vector<int64_t> bounds = balanced_rows(w, tasks);
-    const int64_t nb = block_count(blocks);
-    std::vector<int32_t> xz, acc(static_cast<size_t>(w.n));
-    const bool quad_kernel = quads != nullptr && kt.qu8x4_spmv_csr != nullptr;
-    if (!quad_kernel) {  // low int16 = x_q - zp, high int16 = 0 (kernels.h)
-      xz.resize(static_cast<size_t>(w.k));
-      for (int64_t k = 0; k < w.k; ++k)
-        xz[k] = static_cast<uint16_t>(static_cast<int16_t>(xq[k] - zero_point[0]));
-    }
+    int32_t* acc = scratch<int32_t>(static_cast<size_t>(w.n), 0);
     const Panel row{0, 1, 1, 0};
-    ThreadPool::global().run(tasks, [&](int64_t t) {
-      const int64_t n0 = bounds[t], n1 = bounds[t + 1];
-      if (n0 >= n1) return;
-      for (int64_t b = 0; b < nb; ++b) {
-        const int64_t* base = block_base(w, blocks, b);
-        if (quad_kernel)
-          kt.qu8x4_spmv_csr(quads, n0, n1, base, base + 1, xq, zero_point[0], acc.data(), b > 0);
-        else
-          kt.qs16_spmv_csr(&w, n0, n1, base, base + 1, xz.data(), acc.data(), b > 0);
-      }
-      finish(n0, n1, row, acc.data());
-    });
+    const auto done = [&](int64_t n0, int64_t n1) { finish(n0, n1, row, acc); };
+    if (quads != nullptr && kt.qu8x4_spmv_csr != nullptr) {
+      run_rows(
+          w, blocks,
+          [&](int64_t n0, int64_t n1, const int64_t* b, const int64_t* e, bool a, bool) {
+            kt.qu8x4_spmv_csr(quads, n0, n1, b, e, xq, zero_point[0], acc, a);
+          },
+          done);
+      return;
+    }
+    int32_t* xz = scratch<int32_t>(static_cast<size_t>(w.k), 1);
+    for (int64_t k = 0; k < w.k; ++k)  // low int16 = x_q - zp, high int16 = 0 (kernels.h)
+      xz[k] = static_cast<uint16_t>(static_cast<int16_t>(xq[k] - zero_point[0]));
+    run_rows(
+        w, blocks,
+        [&](int64_t n0, int64_t n1, const int64_t* b, const int64_t* e, bool a, bool) {
+          kt.qs16_spmv_csr(&w, n0, n1, b, e, xz, acc, a);
+        },
+        done);
     return;
   }
   if (quads != nullptr && kt.qu8x4_spmm_csr != nullptr) {
@@ -297,16 +314,12 @@ void sparse_linear_f32(const SparseMatrix& w, const SparseBlocks& blocks, const 
   const Kernels& kt = kernels();
   if (m == 0 || w.n == 0) return;
   if (m == 1) {
-    const int64_t tasks = tasks_for(w, m);
-    const std::vector<int64_t> bounds = balanced_rows(w, tasks);
-    const int64_t nb = block_count(blocks);
-    ThreadPool::global().run(tasks, [&](int64_t t) {
-      for (int64_t b = 0; b < nb; ++b) {
-        const int64_t* base = block_base(w, blocks, b);
-        kt.f32_spmv_csr(&w, bounds[t], bounds[t + 1], base, base + 1, x, y,
-                        b == nb - 1 ? bias : nullptr, b > 0);
-      }
-    });
+    run_rows(
+        w, blocks,
+        [&](int64_t n0, int64_t n1, const int64_t* b, const int64_t* e, bool a, bool last) {
+          kt.f32_spmv_csr(&w, n0, n1, b, e, x, y, last ? bias : nullptr, a);
+        },
+        [](int64_t, int64_t) {});
     return;
   }
   int64_t total = 0;
