@@ -330,3 +330,7 @@ def test_kernel_names_in_cpu_info(isa):
     # VNNI (and AMX, which has no sparse use) take the vpdpwssd int8 kernel.
     q8_suffix = "avx512vnni" if isa in ("avx512vnni", "amx") else suffix
     assert names["qs16_spmm_csr"] == f"qs16_spmm_csr__{q8_suffix}"
+    # M = 1 int8: the pair gather kernel from AVX-512 up; the quad one needs VNNI.
+    assert names["qs16_spmv_csr"] == f"qs16_spmv_csr__{suffix}"
+    assert names.get("qu8x4_spmv_csr") == ("qu8x4_spmv_csr__avx512vnni"
+                                           if isa in ("avx512vnni", "amx") else None)
