@@ -33,7 +33,7 @@ struct Panel {
 
 // Panels of kPanel columns of M, the last one `multiple`-rounded (the fp32 and pair kernels
 // take multiples of 8 columns, the quad kernel multiples of 16).
-std::vector<Panel> make_panels(int64_t m, int64_t k, int64_t* total, int64_t multiple = 8) {
+std::vector<Panel> make_panels(int64_t m, int64_t k, int64_t* total, int64_t multiple) {
   std::vector<Panel> panels;
   int64_t offset = 0;
   for (int64_t m0 = 0; m0 < m; m0 += kPanel) {
@@ -220,6 +220,20 @@ void run_blocked(const SparseMatrix& w, const SparseBlocks& blocks, int64_t m,
   });
 }
 
+// M >= 2: x packed into panels of kPanel columns (the last one `multiple`-rounded) by
+// pack(panel, k0, k1, dst), then run_blocked. Panels in scratch slot 1 (the int8 ops' x_q holds
+// uint8 slot 0), tiles in slot 0.
+template <typename A, typename P, typename Pack, typename Kernel, typename Finish>
+void run_tiles(const SparseMatrix& w, const SparseBlocks& blocks, int64_t m, int64_t multiple,
+               Pack pack, Kernel kernel, Finish finish) {
+  int64_t total = 0;
+  const std::vector<Panel> panels = make_panels(m, w.k, &total, multiple);
+  P* buf = scratch<P>(static_cast<size_t>(total), 1);
+  A* tiles = scratch<A>(static_cast<size_t>((m + multiple - 1) / multiple * multiple * w.n), 0);
+  pack_panels(m, w.k, panels, buf, pack);
+  run_blocked(w, blocks, m, panels, buf, tiles, kernel, finish);
+}
+
 // tile[n * width + j] -> out[(m0 + j) * n_total + n] via f, 16 rows at a time so both sides
 // stay in L1. (SSE 4 x 4 transposes here measured no faster at 95-99%, M = 32.)
 template <typename A, typename F>
@@ -271,17 +285,13 @@ void run_int8(const SparseMatrix& w, const SparseBlocks& blocks, const QuadMatri
     return;
   }
   if (quads != nullptr && kt.qu8x4_spmm_csr != nullptr) {
-    int64_t total = 0;
-    const std::vector<Panel> panels = make_panels(m, w.k, &total, 16);
-    uint8_t* buf = scratch<uint8_t>(static_cast<size_t>(total), 1);  // slot 0 may hold xq
-    int32_t* tiles = scratch<int32_t>(static_cast<size_t>(((m + 15) / 16 * 16) * w.n), 0);
     std::vector<int32_t> zp((m + 15) / 16 * 16, 0);  // 0 in the padding columns
     std::copy(zero_point, zero_point + m, zp.begin());
-    pack_panels(m, w.k, panels, buf, [&](const Panel& p, int64_t k0, int64_t k1, uint8_t* dst) {
-      pack_panel_quads(xq, w.k, p, k0, k1, dst);
-    });
-    run_blocked(
-        w, blocks, m, panels, buf, tiles,
+    run_tiles<int32_t, uint8_t>(
+        w, blocks, m, 16,
+        [&](const Panel& p, int64_t k0, int64_t k1, uint8_t* dst) {
+          pack_panel_quads(xq, w.k, p, k0, k1, dst);
+        },
         [&](int64_t n0, int64_t n1, const int64_t* b, const int64_t* e, int64_t s,
             const uint8_t* pb, const Panel& p, int32_t* tile, bool acc) {
           kt.qu8x4_spmm_csr(quads, n0, n1, b, e, s, pb, p.width, zp.data() + p.m0, tile, acc);
@@ -289,17 +299,13 @@ void run_int8(const SparseMatrix& w, const SparseBlocks& blocks, const QuadMatri
         finish);
     return;
   }
-  int64_t total = 0;
-  const std::vector<Panel> panels = make_panels(m, w.k, &total);
-  int16_t* buf = scratch<int16_t>(static_cast<size_t>(total), 0);
-  int32_t* tiles = scratch<int32_t>(static_cast<size_t>(((m + 7) / 8 * 8) * w.n), 0);
-  pack_panels(m, w.k, panels, buf, [&](const Panel& p, int64_t k0, int64_t k1, int16_t* dst) {
-    pack_panel(xq, w.k, p, k0, k1, dst, [zero_point](uint8_t v, int64_t mi) {
-      return static_cast<int16_t>(static_cast<int32_t>(v) - zero_point[mi]);
-    });
-  });
-  run_blocked(
-      w, blocks, m, panels, buf, tiles,
+  run_tiles<int32_t, int16_t>(
+      w, blocks, m, 8,
+      [&](const Panel& p, int64_t k0, int64_t k1, int16_t* dst) {
+        pack_panel(xq, w.k, p, k0, k1, dst, [zero_point](uint8_t v, int64_t mi) {
+          return static_cast<int16_t>(static_cast<int32_t>(v) - zero_point[mi]);
+        });
+      },
       [&](int64_t n0, int64_t n1, const int64_t* b, const int64_t* e, int64_t s,
           const int16_t* pb, const Panel& p, int32_t* tile, bool acc) {
         kt.qs16_spmm_csr(&w, n0, n1, b, e, s, pb, p.width, tile, acc);
@@ -322,16 +328,12 @@ void sparse_linear_f32(const SparseMatrix& w, const SparseBlocks& blocks, const 
         [](int64_t, int64_t) {});
     return;
   }
-  int64_t total = 0;
-  const std::vector<Panel> panels = make_panels(m, w.k, &total);
-  float* buf = scratch<float>(static_cast<size_t>(total), 0);
-  float* tiles = scratch<float>(static_cast<size_t>(((m + 7) / 8 * 8) * w.n), 1);
-  pack_panels(m, w.k, panels, buf, [&](const Panel& p, int64_t k0, int64_t k1, float* dst) {
-    pack_panel_f32(x, w.k, p, k0, k1, dst);
-  });
   const int64_t n = w.n;
-  run_blocked(
-      w, blocks, m, panels, buf, tiles,
+  run_tiles<float, float>(
+      w, blocks, m, 8,
+      [&](const Panel& p, int64_t k0, int64_t k1, float* dst) {
+        pack_panel_f32(x, w.k, p, k0, k1, dst);
+      },
       [&](int64_t n0, int64_t n1, const int64_t* b, const int64_t* e, int64_t s, const float* pb,
           const Panel& p, float* tile, bool acc) {
         kt.f32_spmm_csr(&w, n0, n1, b, e, s, pb, p.width, tile, acc);
