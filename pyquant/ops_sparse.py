@@ -253,29 +253,36 @@ def _narrow_idx(cols: torch.Tensor, k: int) -> torch.Tensor:
     return cols.to(torch.int32).contiguous()
 
 
-# Auto K block: about this many entries per (row, block) on average. Fewer blocks leave the
-# 32-wide activation panel (K * 128 bytes) to L2, where its random row loads cost ~3 ns per
-# nonzero on Zen 4 (512 KB panel) against ~1.3-1.9 ns for a panel block of <= 128 KB; more
-# blocks pay a branch miss and a tile load/store per (row, block). Measured on 4096 x 4096,
-# one thread (see sparse_format.md).
-_AUTO_BLOCK_ENTRIES = 100
+# Auto K block: each (row, block) run reads about this many bytes of the 32-column activation
+# panel (100 fp32 entries of 128 bytes). Fewer blocks leave the panel (K * 128 bytes for fp32)
+# to L2, where its random row loads cost ~3 ns per nonzero on Zen 4 (512 KB panel) against
+# ~1.3-1.9 ns for a panel block of <= 128 KB; more blocks pay a branch miss and a tile
+# load/store per (row, block). Counted in panel bytes, not entries, because int8 reads less per
+# entry: a pair entry's int16 panel row is 64 bytes, a quad's 128-byte row serves 4 entries.
+# Measured on 4096 x 4096, one thread (see sparse_format.md).
+_AUTO_BLOCK_PANEL_BYTES = 100 * 128
+_PANEL_BYTES_PER_ENTRY = {"f32": 128, "pairs": 64, "quads": 32}
 _MIN_K_BLOCK = 256
 
 
-def auto_k_block(n: int, k: int, nnz: int) -> Optional[int]:
-    """The K block :func:`sparse_pack` picks by default: a power of two >= 256 giving about
-    100 entries per (row, block), or None (one block) when that would be K or more.
+def auto_k_block(n: int, k: int, nnz: int, kind: str = "f32") -> Optional[int]:
+    """The K block :func:`sparse_pack` picks by default: a power of two >= 256 giving each
+    (row, block) run about 12.8 KB of activation-panel reads (fp32: ~100 entries; int8 pairs:
+    ~200; int8 quads: ~400), or None (one block) when that would be K or more.
 
     Args:
         n, k: the weight's shape [N, K].
         nnz: its stored entries.
+        kind: the pack's entries, ``"f32"``, ``"pairs"`` (int8 entry by entry) or ``"quads"``
+            (int8 1 x 4 blocks).
 
     Returns:
         int or None.
     """
     if n == 0 or k == 0 or nnz == 0:
         return None
-    target = _AUTO_BLOCK_ENTRIES * n * k / nnz  # columns holding ~100 entries of a row
+    entries = _AUTO_BLOCK_PANEL_BYTES / _PANEL_BYTES_PER_ENTRY[kind]
+    target = entries * n * k / nnz  # columns holding that many entries of a row
     kb = _MIN_K_BLOCK
     while kb * 1.5 < target:
         kb *= 2
@@ -365,7 +372,7 @@ def sparse_pack(w: TensorLike, *, dtype: torch.dtype = torch.float32,
             ``scale = absmax / 127``, values ``round_half_even(w / scale)`` in [-127, 127];
             entries that round to 0 are dropped, odd runs get one zero pad).
         k_block: K block size (an int >= 8), None for one block, or ``"auto"`` (default:
-            :func:`auto_k_block`, ~100 entries per row and block). With several blocks the
+            :func:`auto_k_block`, ~100 fp32 entries per row and block). With several blocks the
             entries are stored block-major so the kernels stream them while one block of the
             activation panel stays in L1/L2 (see ``sparse_format.md``).
         block: int8 only. 4: store every aligned group of 4 columns of a row (a quad) that
@@ -412,15 +419,17 @@ def sparse_pack(w: TensorLike, *, dtype: torch.dtype = torch.float32,
         scale = torch.where(scale > 0, scale, torch.ones_like(scale)).to(torch.float32)
         q = torch.clamp(torch.round(w / scale[:, None]), -127, 127)
     mask = q != 0
+    kind = "f32" if dtype == torch.float32 else "pairs"
     if dtype == torch.int8 and k % 4 == 0 and k and block != 1:
         quads = _nonzero_quads(mask)
         if block == 4 or _fills_quads(mask, quads):
             mask = quads.repeat_interleave(4, dim=1)  # whole quads, zeros included
+            kind = "quads"
     nz = mask.nonzero()  # row-major: ascending columns within a row
     rows, cols = nz[:, 0], nz[:, 1]
     vals = q[mask] if dtype == torch.float32 else q[mask].to(torch.int16)
     if k_block == "auto":
-        k_block = auto_k_block(n, k, int(vals.numel()))
+        k_block = auto_k_block(n, k, int(vals.numel()), kind)
     row_ptr, bp, cols, vals = _layout(rows, cols, vals, n, k, k_block, dtype == torch.int8)
     return SparsePacked(n, k, row_ptr, _narrow_idx(cols, k), vals.contiguous(),
                         None if scale is None else scale.contiguous(), dtype, bp,

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import pyquant
-from pyquant import ops
+from pyquant import ops, prune
 from pyquant import reference as R
 
 
@@ -154,9 +154,21 @@ def test_auto_k_block():
     kb90 = auto_k_block(n, k, n * k // 10)
     kb50 = auto_k_block(n, k, n * k // 2)
     assert kb50 == 256 and kb90 is not None and 256 <= kb90 < k and kb90 & (kb90 - 1) == 0
-    # Every default pack's block size is what auto_k_block says.
+    # The same panel bytes per run: int8 pairs read half an fp32 entry's panel row, quads a
+    # quarter, so their blocks are 2x and 4x longer.
+    assert auto_k_block(n, k, n * k // 10, "pairs") == 2 * kb90
+    assert auto_k_block(n, k, n * k // 5, "quads") == 4 * auto_k_block(n, k, n * k // 5)
+    assert auto_k_block(n, k, n * k // 10, "quads") is None
+    with pytest.raises(KeyError):
+        auto_k_block(n, k, 5, "int4")
+    # Every default pack's block size is what auto_k_block says for its kind of entries.
     w = _pruned(64, 2048, 0.5, empty_row=False, dense_row=False)
     assert ops.sparse_pack(w).k_block == auto_k_block(64, 2048, int((w != 0).sum()))
+    pairs = ops.sparse_pack(w, dtype=torch.int8, block=1)
+    assert pairs.k_block == auto_k_block(64, 2048, pairs.nnz, "pairs") == 512
+    wq = torch.randn(64, 2048, generator=torch.Generator().manual_seed(0))
+    quads = ops.sparse_pack(wq * prune.block_mask(wq, 0.5), dtype=torch.int8)
+    assert quads.is_quads and quads.k_block == auto_k_block(64, 2048, quads.nnz, "quads") == 1024
 
 
 @pytest.mark.parametrize("k_block", [8, 24, 64])
