@@ -60,6 +60,7 @@ Kernels make_table(Isa isa) {
       PYQUANT_USE(avx512vnni, "avx512vnni", qs16_spmm_csr)
       PYQUANT_USE(avx512vnni, "avx512vnni", qu8x4_spmm_csr)
       PYQUANT_USE(avx512vnni, "avx512vnni", qu8x4_spmv_csr)
+      PYQUANT_USE(avx512vnni, "avx512vnni", qu8x4_spmm_tiles)
       break;
   }
   // GEMM: the VNNI and AMX levels have their own kernels.

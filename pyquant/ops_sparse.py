@@ -174,9 +174,40 @@ class SparsePacked:
                 (cols == cols[:, :1] + torch.arange(4)).all()):
             return None
         quad_w = self.values.to(torch.int8).view(torch.int32)  # entry 4i in the low byte
-        row_sum = torch.zeros(n, dtype=torch.int64).index_add_(0, self._entry_rows(),
-                                                               self.values.to(torch.int64))
-        return (_np(quad_w), _np((cols[:, 0] // 4).to(torch.int32)), _np(row_sum.to(torch.int32)))
+        rows = self._entry_rows()
+        row_sum = torch.zeros(n, dtype=torch.int64).index_add_(0, rows, self.values.to(torch.int64))
+        quad_col = cols[:, 0] // 4
+        quads = (_np(quad_w), _np(quad_col.to(torch.int32)), _np(row_sum.to(torch.int32)))
+        return quads + self._make_tiles(rows[::4], quad_col, quad_w)
+
+    def _make_tiles(self, quad_row: torch.Tensor, quad_col: torch.Tensor,
+                    quad_w: torch.Tensor) -> tuple:
+        """The 16 x 4 tile view of a quad pack, ``(group_ptr, group_col, group_w)`` (see
+        kernels.h), when each 16-row group's quads (the union over its rows) are at least
+        _AUTO_QUAD_FILL filled by its rows' own quads (1.0 for ``prune.block_mask(...,
+        block=(16, 4))``); else ``()``."""
+        n, kq = self.out_features, self.in_features // 4
+        groups = -(-n // 16)
+        key = (quad_row // 16) * kq + quad_col
+        union, slot = torch.unique(key, sorted=True, return_inverse=True)
+        group_rows = torch.full((groups,), 16, dtype=torch.int64)
+        group_rows[-1] = n - 16 * (groups - 1)
+        group_of = union // kq
+        if quad_row.numel() < _AUTO_QUAD_FILL * int(group_rows[group_of].sum()):
+            return ()
+        group_w = torch.zeros(union.numel(), 16, dtype=torch.int32)
+        group_w[slot, quad_row % 16] = quad_w
+        group_ptr = torch.zeros(groups + 1, dtype=torch.int64)
+        group_ptr[1:] = torch.cumsum(torch.bincount(group_of, minlength=groups), 0)
+        return (_np(group_ptr), _np((union % kq).to(torch.int32)), _np(group_w.reshape(-1)))
+
+    @property
+    def is_tiles(self) -> bool:
+        """True for a quad pack whose 16-row groups share their quads (16 x 4 tiles, as
+        ``prune.block_mask(w, amount, block=(16, 4))`` prunes): VNNI CPUs run it for M >= 2 with
+        each activation load serving 16 rows (``sparse_format.md``)."""
+        q = self._quad_args()
+        return q is not None and len(q) == 6
 
     def __getstate__(self):
         state = dict(self.__dict__)
@@ -241,7 +272,7 @@ class SparsePacked:
 
     def __repr__(self) -> str:
         idx = "uint16" if self.col_idx.dtype == torch.int16 else "int32"
-        quads = ", 1x4 blocks" if self.is_quads else ""
+        quads = ", 16x4 blocks" if self.is_tiles else ", 1x4 blocks" if self.is_quads else ""
         return (f"SparsePacked({self.out_features}x{self.in_features}, dtype={self.dtype}, "
                 f"nnz={self.nnz}, density={self.density:.4f}, idx={idx}, "
                 f"{self.bytes_per_nonzero} B/nonzero{quads})")

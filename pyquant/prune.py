@@ -363,36 +363,50 @@ def nm_mask(weight: torch.Tensor, n: int = 2, m: int = 4) -> torch.Tensor:
     return keep.reshape(weight.shape)
 
 
-def block_mask(weight: torch.Tensor, amount, *, block: int = 4, norm: str = "l1"
-               ) -> torch.Tensor:
-    """Keep-mask pruning aligned 1 x ``block`` groups of consecutive input weights with the
-    smallest norm, over the whole tensor (rows flattened past the output dim).
+def _block_shape(block) -> Tuple[int, int]:
+    """block as (rows, inputs): an int b is (1, b)."""
+    if isinstance(block, int) and not isinstance(block, bool) and block >= 1:
+        return 1, block
+    if (isinstance(block, tuple) and len(block) == 2
+            and all(isinstance(b, int) and not isinstance(b, bool) and b >= 1 for b in block)):
+        return block
+    raise ValueError(f"block must be an int >= 1 or a (rows, inputs) pair of them, got {block!r}")
 
-    The layout of DeepSparse-style block pruning for int8: a ``sparse_pack(w, dtype=int8)`` of
-    a 1 x 4 blocked weight runs one ``vpdpbusd`` per block on VNNI CPUs (``sparse_format.md``).
-    ``round(amount * groups)`` groups pruned (or an int count); equal norms keep the lower index.
+
+def block_mask(weight: torch.Tensor, amount, *, block=4, norm: str = "l1") -> torch.Tensor:
+    """Keep-mask pruning aligned blocks of weights with the smallest norm, over the whole tensor
+    (rows flattened past the output dim): ``block`` consecutive inputs of one output row, or
+    ``block=(rows, inputs)`` for ``rows`` consecutive output rows x ``inputs`` inputs.
+
+    The layouts of DeepSparse-style block pruning for int8: a ``sparse_pack(w, dtype=int8)`` of
+    a 1 x 4 blocked weight runs one ``vpdpbusd`` per block on VNNI CPUs, and of a 16 x 4
+    blocked one also loads each activation block once for 16 rows (``sparse_format.md``).
+    ``round(amount * blocks)`` blocks pruned (or an int count); equal norms keep the lower index.
 
     Args:
-        weight: tensor of shape (out, ...) whose per-row size is a multiple of block.
-        amount: fraction in [0, 1] or int count of groups to prune.
-        block: group width (>= 1).
+        weight: tensor of shape (out, ...) whose per-row size is a multiple of the block's
+            inputs (and out a multiple of its rows).
+        amount: fraction in [0, 1] or int count of blocks to prune.
+        block: block width (int >= 1), or (rows, inputs).
         norm: "l1" or "l2".
 
     Returns:
         bool tensor shaped like weight, True = kept.
 
     Raises:
-        ValueError: bad block, norm or amount, or rows not a multiple of block.
+        ValueError: bad block, norm or amount, or the weight's shape not a multiple of block.
     """
-    if isinstance(block, bool) or not isinstance(block, int) or block < 1:
-        raise ValueError(f"block must be an int >= 1, got {block!r}")
+    br, bc = _block_shape(block)
     rows = weight.shape[0] if weight.ndim else 1
     w = weight.detach().reshape(rows, -1)
-    if w.shape[1] % block:
-        raise ValueError(f"each output row has {w.shape[1]} weights, not a multiple of "
+    if w.shape[1] % bc or rows % br:
+        raise ValueError(f"weight of {rows} rows x {w.shape[1]} inputs is not a multiple of "
                          f"block={block}")
-    # The groups as the rows of a [groups, block] matrix: structured pruning of those rows.
-    return structured_mask(w.reshape(-1, block), amount, norm=norm).reshape(weight.shape)
+    # The blocks as the rows of a [blocks, br * bc] matrix: structured pruning of those rows.
+    blocks = w.reshape(rows // br, br, -1, bc).transpose(1, 2).reshape(-1, br * bc)
+    keep = structured_mask(blocks, amount, norm=norm)
+    keep = keep.reshape(rows // br, -1, br, bc).transpose(1, 2)
+    return keep.reshape(weight.shape)
 
 
 def _prune_with(model, name, module, masks: bool, make_mask) -> LayerReport:
@@ -453,29 +467,31 @@ def nm_prune_(model: nn.Module, n: int = 2, m: int = 4, *,
     return _prune_row_groups(model, filter_fn, masks, m, lambda w: nm_mask(w, n, m))
 
 
-def _prune_row_groups(model, filter_fn, masks: bool, group: int, make_mask) -> List[LayerReport]:
-    """_prune_with over every prunable layer whose rows split into groups of `group` inputs;
-    the others are skipped (and absent from the report)."""
+def _prune_row_groups(model, filter_fn, masks: bool, block, make_mask) -> List[LayerReport]:
+    """_prune_with over every prunable layer whose shape splits into blocks of `block` (an int:
+    inputs, or (rows, inputs)); the others are skipped (and absent from the report)."""
+    br, bc = _block_shape(block)
     reports = []
     for name, mod in _layers_or_raise(model, filter_fn):
         w = _raw_weight(mod)
-        if w.numel() == 0 or (w.numel() // w.shape[0]) % group:
+        if w.numel() == 0 or (w.numel() // w.shape[0]) % bc or w.shape[0] % br:
             continue
         reports.append(_prune_with(model, name, mod, masks, make_mask))
     return reports
 
 
 @torch.no_grad()
-def block_prune_(model: nn.Module, amount, *, block: int = 4, norm: str = "l1",
+def block_prune_(model: nn.Module, amount, *, block=4, norm: str = "l1",
                  filter_fn: Optional[FilterFn] = None, masks: bool = False
                  ) -> List[LayerReport]:
-    """Block pruning (aligned 1 x ``block`` groups along the input dim, see
-    :func:`block_mask`) of every prunable layer whose rows are a multiple of block, per layer.
+    """Block pruning (aligned 1 x ``block`` groups along the input dim, or ``block=(rows,
+    inputs)`` blocks, see :func:`block_mask`) of every prunable layer whose shape is a multiple
+    of the block, per layer.
 
-    Layers whose row size is not a multiple of block are skipped (and absent from the report).
+    Layers whose shape is not a multiple of the block are skipped (and absent from the report).
 
     Args:
-        amount: fraction or count of groups pruned per layer.
+        amount: fraction or count of blocks pruned per layer.
         block, norm: see :func:`block_mask`.
         filter_fn: optional layer filter.
         masks: attach masks instead of zeroing permanently.

@@ -204,3 +204,114 @@ def test_sparsify_quantized_takes_blocked_layers_with_their_own_break_even():
     sparsify_(model, quantize=True)  # 99% is above any clamped break-even
     assert isinstance(model[0], pyquant.nn.SparseQuantLinear) and model[0]._packed.is_quads
     assert type(model[2]) is nn.Linear  # dense weight: stays dense
+
+
+# ------------------------------------------------------------------ 16 x 4 tiles
+
+
+def _tile_pruned(n, k, sparsity, seed=0, empty_row=True):
+    """A (16, 4)-block-pruned weight cut to n rows (a partial last group when n % 16)."""
+    g = torch.Generator().manual_seed(seed)
+    rows = -(-n // 16) * 16
+    w = torch.randn(rows, k, generator=g)
+    w = (w * pp.block_mask(w, sparsity, block=(16, 4)))[:n].contiguous()
+    if empty_row and n > 2:
+        w[1] = 0.0  # its group's slots hold zero weights: 15 of 16 rows still fill the tiles
+    return w
+
+
+def test_block_mask_16x4_keeps_the_largest_tiles():
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(32, 24, generator=g)
+    mask = pp.block_mask(w, 0.5, block=(16, 4))
+    tiles = mask.reshape(2, 16, 6, 4).transpose(1, 2).reshape(12, 64)
+    assert bool((tiles.all(1) | ~tiles.any(1)).all())  # whole 16 x 4 tiles kept or dropped
+    assert int(tiles.all(1).sum()) == 6
+    norms = w.abs().reshape(2, 16, 6, 4).transpose(1, 2).reshape(12, 64).sum(1)
+    assert float(norms[tiles.all(1)].min()) >= float(norms[~tiles.all(1)].max())
+    # An int block is (1, block): the 1 x 4 mask as before.
+    assert torch.equal(pp.block_mask(w, 0.5, block=(1, 4)), pp.block_mask(w, 0.5))
+    with pytest.raises(ValueError, match="not a multiple of block"):
+        pp.block_mask(torch.randn(24, 8), 0.5, block=(16, 4))
+    for bad in ((16,), (0, 4), (16, True), "16x4"):
+        with pytest.raises(ValueError, match="block must be"):
+            pp.block_mask(w, 0.5, block=bad)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 8))
+    reports = pp.block_prune_(model, 0.5, block=(16, 4))
+    assert [r.name for r in reports] == ["0"]  # 8 outputs: not a multiple of 16
+    assert int((model[0].weight == 0).sum()) == 16 * 32 // 2
+
+
+def test_tile_packs_are_detected():
+    w = _tile_pruned(40, 64, 0.75)  # groups of 16, 16 and 8 rows
+    q = ops.sparse_pack(w, dtype=torch.int8)
+    assert q.is_quads and q.is_tiles and "16x4 blocks" in repr(q)
+    # 1 x 4 blocks whose groups do not share their quads are quads only.
+    q4 = ops.sparse_pack(_block_pruned(40, 64, 0.75), dtype=torch.int8)
+    assert q4.is_quads and not q4.is_tiles and "1x4 blocks" in repr(q4)
+    assert not ops.sparse_pack(w, dtype=torch.int8, block=1).is_tiles
+    assert not ops.sparse_pack(w).is_tiles
+    again = ops.SparsePacked(q.out_features, q.in_features, q.row_ptr, q.col_idx, q.values,
+                             q.scale, q.dtype, q.block_ptr, q.k_block)
+    assert again.is_tiles  # detected from the structure: a loaded state_dict keeps it
+
+
+@pytest.mark.parametrize("n,k", [(16, 64), (40, 128), (130, 516)])
+@pytest.mark.parametrize("m", [2, 15, 16, 17, 32, 33, 64])
+def test_tile_accumulators_bit_exact(isa, n, k, m):
+    w = _tile_pruned(n, k, 0.7, seed=n + k + m)
+    q = ops.sparse_pack(w, dtype=torch.int8)
+    assert q.is_tiles
+    wq = torch.round(w / q.scale[:, None]).clamp(-127, 127)
+    g = torch.Generator().manual_seed(m)
+    xq = torch.randint(0, 256, (m, k), dtype=torch.uint8, generator=g)
+    zp = torch.randint(0, 256, (m,), dtype=torch.int32, generator=g)
+    assert torch.equal(ops.sparse_q8_accumulate(xq, zp, q).long(),
+                       R.sparse_q8_accumulate(xq, zp, wq))
+
+
+def test_tile_accumulators_blocked_and_threads(isa, threads):
+    w = _tile_pruned(150, 1024, 0.9, seed=3)
+    g = torch.Generator().manual_seed(4)
+    xq = torch.randint(0, 256, (45, 1024), dtype=torch.uint8, generator=g)
+    zp = torch.randint(0, 256, (45,), dtype=torch.int32, generator=g)
+    for k_block in (None, 256):  # the tiles are derived from either storage order
+        q = ops.sparse_pack(w, dtype=torch.int8, k_block=k_block)
+        assert q.is_tiles
+        wq = torch.round(w / q.scale[:, None]).clamp(-127, 127)
+        assert torch.equal(ops.sparse_q8_accumulate(xq, zp, q).long(),
+                           R.sparse_q8_accumulate(xq, zp, wq)), k_block
+
+
+def test_tile_no_overflow_at_the_int32_limit(isa):
+    from pyquant.ops_sparse import _MAX_INT8_ROW_NNZ
+    k = _MAX_INT8_ROW_NNZ // 4 * 4
+    w = torch.ones(16, k)
+    w[1::2] = -1.0
+    q = ops.sparse_pack(w, dtype=torch.int8)
+    assert q.is_tiles
+    xq = torch.tensor([[255] * k, [0] * k], dtype=torch.uint8)
+    zp = torch.tensor([0, 255], dtype=torch.int32)
+    ref = R.sparse_q8_accumulate(xq, zp, torch.round(w / q.scale[:, None]))
+    assert int(ref.abs().max()) > 2**31 - 2**22
+    assert torch.equal(ops.sparse_q8_accumulate(xq, zp, q).long(), ref)
+
+
+@pytest.mark.parametrize("m", [1, 3, 32, 50])
+def test_tile_linear_equals_the_pair_path(isa, threads, m):
+    w = _tile_pruned(70, 128, 0.8, seed=7)
+    x = torch.randn(2, m, 128) * 3
+    b = torch.randn(70)
+    tiles = ops.sparse_pack(w, dtype=torch.int8)
+    assert tiles.is_tiles
+    pairs = ops.sparse_pack(w, dtype=torch.int8, block=1)
+    assert torch.equal(ops.sparse_linear(x, tiles, b), ops.sparse_linear(x, pairs, b))
+
+
+def test_tile_kernel_is_used_where_vnni_is():
+    names = pyquant.cpu_info()["kernels"]
+    if "avx512vnni" in pyquant.supported_isas():
+        assert names["qu8x4_spmm_tiles"] == "qu8x4_spmm_tiles__avx512vnni"
+    else:
+        assert "qu8x4_spmm_tiles" not in names  # quad packs take the pair kernel

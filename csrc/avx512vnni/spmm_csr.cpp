@@ -4,6 +4,7 @@
 // vpdpbusd per quad and 16 columns on uint8 activations.
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstdint>
 
 #include "pyquant/kernels.h"
@@ -94,6 +95,35 @@ void quads(const QuadMatrix* w, int64_t n0, int64_t n1, const int64_t* begin, co
   }
 }
 
+// 16 x 4 tiles: the 16 rows of a group share their quads, so each 64-byte panel row (16
+// columns x 4 inputs) is loaded once and meets 16 broadcast quad weights: 16 vpdpbusd per load,
+// 16 accumulators (one chain per row, 16 independent chains cover the latency).
+void tiles(const QuadMatrix* w, int64_t n, int64_t g0, int64_t g1, const uint8_t* panel,
+           const int32_t* zp, int32_t* acct) {
+  const __m512i zpv = _mm512_loadu_si512(zp);
+  for (int64_t g = g0; g < g1; ++g) {
+    const int64_t r0 = g * 16, rows = std::min<int64_t>(16, n - r0);
+    int32_t neg_sum[16] = {};  // 0 past N: those accumulators are computed, never stored
+    for (int64_t r = 0; r < rows; ++r) neg_sum[r] = -w->row_sum[r0 + r];
+    __m512i a[16];
+    for (int r = 0; r < 16; ++r) a[r] = _mm512_mullo_epi32(zpv, _mm512_set1_epi32(neg_sum[r]));
+    const int32_t* cols = w->group_col;
+    const int32_t* wq = w->group_w + w->group_ptr[g] * 16;
+    for (int64_t i = w->group_ptr[g], e = w->group_ptr[g + 1]; i < e; ++i, wq += 16) {
+      const __m512i x = _mm512_loadu_si512(panel + static_cast<int64_t>(cols[i]) * 64);
+      for (int r = 0; r < 16; ++r) a[r] = _mm512_dpbusd_epi32(a[r], x, _mm512_set1_epi32(wq[r]));
+    }
+    int32_t* out = acct + r0 * 16;
+    if (rows == 16) {
+      for (int r = 0; r < 16; ++r) _mm512_storeu_si512(out + r * 16, a[r]);
+    } else {
+      alignas(64) int32_t last[16 * 16];
+      for (int r = 0; r < 16; ++r) _mm512_store_si512(last + r * 16, a[r]);
+      std::copy(last, last + rows * 16, out);
+    }
+  }
+}
+
 // M = 1 on quads: x_q[4q .. 4q + 3] is one 32-bit lane, so one gather fetches 16 quads' inputs
 // and one vpdpbusd multiplies them with the 16 quad weights: 8 bytes per quad (2 per entry).
 void quads_m1(const QuadMatrix* w, int64_t n0, int64_t n1, const int64_t* begin,
@@ -133,6 +163,11 @@ void qu8x4_spmv_csr(const QuadMatrix* w, int64_t n0, int64_t n1, const int64_t* 
                     const int64_t* end, const uint8_t* xq, int32_t zp, int32_t* acc,
                     bool accumulate) {
   quads_m1(w, n0, n1, begin, end, xq, zp, acc, accumulate);
+}
+
+void qu8x4_spmm_tiles(const QuadMatrix* w, int64_t n, int64_t g0, int64_t g1,
+                      const uint8_t* panel, const int32_t* zp, int32_t* acct) {
+  tiles(w, n, g0, g1, panel, zp, acct);
 }
 
 void qu8x4_spmm_csr(const QuadMatrix* w, int64_t n0, int64_t n1, const int64_t* begin,

@@ -65,10 +65,14 @@ SparseBlocks make_blocks(const py::object& block_ptr, int64_t num_blocks, int64_
 }
 
 // The quad view of a 1 x 4 blocked int8 pack: (quad_w int32 [nnz / 4], quad_col int32
-// [nnz / 4], row_sum int32 [n]) or None. Contents are derived from the validated pack by
-// pyquant.ops_sparse; here only the shapes are checked. Holds the arrays while the op runs.
+// [nnz / 4], row_sum int32 [n]) or None, optionally followed by its 16 x 4 tiles (group_ptr
+// int64 [ceil(n / 16) + 1], group_col int32 [q], group_w int32 [q * 16]). Contents are derived
+// from the validated pack by pyquant.ops_sparse; here only the shapes are checked. Holds the
+// arrays while the op runs.
 struct QuadArgs {
   carray<int32_t> quad_w, quad_col, row_sum;
+  carray<int64_t> group_ptr;
+  carray<int32_t> group_col, group_w;
   QuadMatrix matrix;
   const QuadMatrix* get() const { return matrix.quad_w ? &matrix : nullptr; }
 };
@@ -77,7 +81,8 @@ QuadArgs make_quads(const py::object& quads, int64_t n, int64_t k, const SparseM
   QuadArgs a;
   if (quads.is_none()) return a;
   const auto t = quads.cast<py::tuple>();
-  require(t.size() == 3, "quads must be (quad_w, quad_col, row_sum)");
+  require(t.size() == 3 || t.size() == 6,
+          "quads must be (quad_w, quad_col, row_sum[, group_ptr, group_col, group_w])");
   a.quad_w = t[0].cast<carray<int32_t>>();
   a.quad_col = t[1].cast<carray<int32_t>>();
   a.row_sum = t[2].cast<carray<int32_t>>();
@@ -88,6 +93,20 @@ QuadArgs make_quads(const py::object& quads, int64_t n, int64_t k, const SparseM
   a.matrix.quad_w = a.quad_w.data();
   a.matrix.quad_col = a.quad_col.data();
   a.matrix.row_sum = a.row_sum.data();
+  if (t.size() == 6) {
+    a.group_ptr = t[3].cast<carray<int64_t>>();
+    a.group_col = t[4].cast<carray<int32_t>>();
+    a.group_w = t[5].cast<carray<int32_t>>();
+    const int64_t groups = (n + 15) / 16;
+    require(a.group_ptr.size() == groups + 1 && a.group_ptr.data()[0] == 0 &&
+                a.group_ptr.data()[groups] == a.group_col.size(),
+            "group_ptr must have ceil(n / 16) + 1 elements from 0 to the group quad count");
+    require(a.group_w.size() == 16 * a.group_col.size(), "group_w must have 16 per group quad");
+    a.matrix.groups = groups;
+    a.matrix.group_ptr = a.group_ptr.data();
+    a.matrix.group_col = a.group_col.data();
+    a.matrix.group_w = a.group_w.data();
+  }
   return a;
 }
 

@@ -31,13 +31,14 @@ struct Panel {
   int64_t m0, valid, width, offset;
 };
 
-// Panels of kPanel columns of M, the last one `multiple`-rounded (the fp32 and pair kernels
-// take multiples of 8 columns, the quad kernel multiples of 16).
-std::vector<Panel> make_panels(int64_t m, int64_t k, int64_t* total, int64_t multiple) {
+// Panels of `columns` (default kPanel) columns of M, the last one `multiple`-rounded (the fp32
+// and pair kernels take multiples of 8 columns, the quad kernels multiples of 16).
+std::vector<Panel> make_panels(int64_t m, int64_t k, int64_t* total, int64_t multiple,
+                               int64_t columns = kPanel) {
   std::vector<Panel> panels;
   int64_t offset = 0;
-  for (int64_t m0 = 0; m0 < m; m0 += kPanel) {
-    const int64_t valid = std::min(kPanel, m - m0);
+  for (int64_t m0 = 0; m0 < m; m0 += columns) {
+    const int64_t valid = std::min(columns, m - m0);
     const int64_t width = (valid + multiple - 1) / multiple * multiple;
     panels.push_back({m0, valid, width, offset});
     offset += width * k;
@@ -210,7 +211,7 @@ void run_blocked(const SparseMatrix& w, const SparseBlocks& blocks, int64_t m,
     const int64_t n0 = bounds[t], n1 = bounds[t + 1];
     if (n0 >= n1) return;
     for (const Panel& p : panels) {
-      A* tile = tiles + p.m0 * w.n;  // every earlier panel is 32 wide
+      A* tile = tiles + p.m0 * w.n;  // every earlier panel is exactly its valid width
       for (int64_t b = 0; b < nb; ++b) {
         const int64_t* base = block_base(w, blocks, b);
         kernel(n0, n1, base, base + 1, 1, panel_buf + p.offset, p, tile, b > 0);
@@ -246,10 +247,41 @@ void transpose_out(int64_t n0, int64_t n1, const Panel& p, const A* tile, F f) {
   }
 }
 
+// 16 x 4 tiles (M >= 2, VNNI): 16-column VNNI-order panels, tasks of whole 16-row groups with
+// about equal nonzeros, each group one pass over K per panel (no K blocks: the 16-column panel
+// is 16 * K bytes, 64 KB for K = 4096, and every row it loads serves 16 rows).
+template <typename Finish>
+void run_quad_tiles(const SparseMatrix& w, const QuadMatrix& quads, const uint8_t* xq,
+                    const int32_t* zero_point, int64_t m, Finish finish) {
+  const Kernels& kt = kernels();
+  std::vector<int32_t> zp((m + 15) / 16 * 16, 0);  // 0 in the padding columns
+  std::copy(zero_point, zero_point + m, zp.begin());
+  int64_t total = 0;
+  const std::vector<Panel> panels = make_panels(m, w.k, &total, 16, 16);
+  uint8_t* buf = scratch<uint8_t>(static_cast<size_t>(total), 1);
+  int32_t* tiles = scratch<int32_t>(static_cast<size_t>((m + 15) / 16 * 16 * w.n), 0);
+  pack_panels(m, w.k, panels, buf, [&](const Panel& p, int64_t k0, int64_t k1, uint8_t* dst) {
+    pack_panel_quads(xq, w.k, p, k0, k1, dst);
+  });
+  const int64_t tasks = tasks_for(w, m);
+  std::vector<int64_t> bounds = balanced_rows(w, tasks);
+  for (int64_t& b : bounds) b = (b + 15) / 16;  // in whole groups: 0 .. quads.groups
+  ThreadPool::global().run(tasks, [&](int64_t t) {
+    const int64_t g0 = bounds[t], g1 = bounds[t + 1];
+    if (g0 >= g1) return;
+    for (const Panel& p : panels) {
+      int32_t* tile = tiles + p.m0 * w.n;
+      kt.qu8x4_spmm_tiles(&quads, w.n, g0, g1, buf + p.offset, zp.data() + p.m0, tile);
+      finish(g0 * 16, std::min(w.n, g1 * 16), p, tile);
+    }
+  });
+}
+
 // The int8 ops' shared body: x_q [m, k] uint8 with per-row zero points -> int32 tiles ->
 // finish(n0, n1, panel, tile).
 // Quad packs (1 x 4 blocks) where the CPU has the quad kernel: x_q as uint8 panels in VNNI
-// order (16-column multiples), each tile started at -zp * row_sum by the kernel.
+// order (16-column multiples), each tile started at -zp * row_sum by the kernel; with 16 x 4
+// tiles (quads->groups), run_quad_tiles.
 // Otherwise pairs: int16 panels of x_q - zp in [-255, 255] (subtracting the zero point while
 // widening is free and removes gemmlowp's row-sum correction term).
 template <typename Finish>
@@ -284,6 +316,8 @@ void run_int8(const SparseMatrix& w, const SparseBlocks& blocks, const QuadMatri
         done);
     return;
   }
+  if (quads != nullptr && quads->groups > 0 && kt.qu8x4_spmm_tiles != nullptr)
+    return run_quad_tiles(w, *quads, xq, zero_point, m, finish);
   if (quads != nullptr && kt.qu8x4_spmm_csr != nullptr) {
     std::vector<int32_t> zp((m + 15) / 16 * 16, 0);  // 0 in the padding columns
     std::copy(zero_point, zero_point + m, zp.begin());

@@ -33,6 +33,7 @@ struct Kernels {
   SpmvQ8Fn qs16_spmv_csr = nullptr;
   SpmmQu8x4Fn qu8x4_spmm_csr = nullptr;  // VNNI and up only; the op falls back to pairs
   SpmvQu8x4Fn qu8x4_spmv_csr = nullptr;  // likewise
+  SpmmQu8x4TileFn qu8x4_spmm_tiles = nullptr;  // likewise
   GemmU8S8Fn qu8qs8_gemm = nullptr;
   GemmU8S8Fn qu7qs8_gemm = nullptr;  // A <= 128 only; the general kernel where no faster one
   // (op, kernel) pairs, e.g. ("f32_qs8_quantize", "f32_qs8_quantize__avx2"), for cpu_info().

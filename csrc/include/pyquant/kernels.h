@@ -157,10 +157,24 @@ struct QuadMatrix {
   const int32_t* quad_w = nullptr;
   const int32_t* quad_col = nullptr;
   const int32_t* row_sum = nullptr;
+  // Optional 16 x 4 tiles (set when the quads of each 16-row group share their columns, as
+  // prune.block_mask(..., block=(16, 4)) makes them): group g (rows 16g .. 16g + 15) holds
+  // quads [group_ptr[g], group_ptr[g + 1]), quad i at column 4 * group_col[i] with row r's
+  // four weights in group_w[i * 16 + r] (0 where row r lacks that quad or is past N).
+  int64_t groups = 0;  // ceil(N / 16), or 0 when absent
+  const int64_t* group_ptr = nullptr;
+  const int32_t* group_col = nullptr;
+  const int32_t* group_w = nullptr;
 };
 using SpmmQu8x4Fn = void (*)(const QuadMatrix* w, int64_t n0, int64_t n1, const int64_t* begin,
                              const int64_t* end, int64_t stride, const uint8_t* panel,
                              int64_t width, const int32_t* zp, int32_t* acct, bool accumulate);
+// 16 x 4 tiles: groups [g0, g1) against a 16-column VNNI-order panel (as above, width 16),
+// one pass over all of K (no K blocks): acct[n * 16 + j] = -zp[j] * row_sum[n] + sum over the
+// group's quads of quad weights . x_q, for the groups' rows n < N. Each panel row is loaded once
+// per group and used by 16 rows, so the kernel is bound by vpdpbusd, not by panel loads.
+using SpmmQu8x4TileFn = void (*)(const QuadMatrix* w, int64_t n, int64_t g0, int64_t g1,
+                                 const uint8_t* panel, const int32_t* zp, int32_t* acct);
 // M = 1 on quads: acc[n] = (accumulate ? acc[n] : -zp * row_sum[n]) + sum over the run's
 // quads i of quad_w[i] . x_q[4 q_i .. 4 q_i + 3] (begin / end as above), x_q the K uint8.
 using SpmvQu8x4Fn = void (*)(const QuadMatrix* w, int64_t n0, int64_t n1, const int64_t* begin,
@@ -196,6 +210,8 @@ PYQUANT_DECLARE_SPARSE_KERNELS(avx512)
   void qu8x4_spmv_csr(const QuadMatrix* w, int64_t n0, int64_t n1, const int64_t* begin,        \
                       const int64_t* end, const uint8_t* xq, int32_t zp, int32_t* acc,          \
                       bool accumulate);                                                         \
+  void qu8x4_spmm_tiles(const QuadMatrix* w, int64_t n, int64_t g0, int64_t g1,                 \
+                        const uint8_t* panel, const int32_t* zp, int32_t* acct);                \
   }
 // The quad kernel needs vpdpbusd: VNNI has it, ref is its oracle (tests); below VNNI the op runs
 // quad packs with the pair kernel, which they also satisfy.
