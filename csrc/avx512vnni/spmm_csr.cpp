@@ -95,31 +95,41 @@ void quads(const QuadMatrix* w, int64_t n0, int64_t n1, const int64_t* begin, co
   }
 }
 
-// 16 x 4 tiles: the 16 rows of a group share their quads, so each 64-byte panel row (16
-// columns x 4 inputs) is loaded once and meets 16 broadcast quad weights: 16 vpdpbusd per load,
-// 16 accumulators (one chain per row, 16 independent chains cover the latency).
+// 16 x 4 tiles: the 16 rows of a group share their quads, so each quad's 16 row weights are one
+// 64-byte load, and each of the 16 columns' 4 inputs (64 contiguous panel bytes) one broadcast:
+// 16 vpdpbusd per quad into 16 accumulators, one per column (16 independent chains). Lanes run
+// along rows, so a column's accumulator is 16 contiguous outputs of y's row and the epilogue
+// is fused (masked for a partial last group).
 void tiles(const QuadMatrix* w, int64_t n, int64_t g0, int64_t g1, const uint8_t* panel,
-           const int32_t* zp, int32_t* acct) {
-  const __m512i zpv = _mm512_loadu_si512(zp);
+           int64_t m0, int64_t valid, const int32_t* zp, const TileOut* out) {
   for (int64_t g = g0; g < g1; ++g) {
-    const int64_t r0 = g * 16, rows = std::min<int64_t>(16, n - r0);
-    int32_t neg_sum[16] = {};  // 0 past N: those accumulators are computed, never stored
-    for (int64_t r = 0; r < rows; ++r) neg_sum[r] = -w->row_sum[r0 + r];
+    const int64_t r0 = g * 16;
+    const __mmask16 live = static_cast<__mmask16>(n - r0 >= 16 ? 0xFFFF : (1u << (n - r0)) - 1u);
+    const __m512i row_sum = _mm512_maskz_loadu_epi32(live, w->row_sum + r0);
     __m512i a[16];
-    for (int r = 0; r < 16; ++r) a[r] = _mm512_mullo_epi32(zpv, _mm512_set1_epi32(neg_sum[r]));
+    for (int j = 0; j < 16; ++j) a[j] = _mm512_mullo_epi32(row_sum, _mm512_set1_epi32(-zp[j]));
     const int32_t* cols = w->group_col;
     const int32_t* wq = w->group_w + w->group_ptr[g] * 16;
     for (int64_t i = w->group_ptr[g], e = w->group_ptr[g + 1]; i < e; ++i, wq += 16) {
-      const __m512i x = _mm512_loadu_si512(panel + static_cast<int64_t>(cols[i]) * 64);
-      for (int r = 0; r < 16; ++r) a[r] = _mm512_dpbusd_epi32(a[r], x, _mm512_set1_epi32(wq[r]));
+      const __m512i wv = _mm512_loadu_si512(wq);
+      const auto* xr = reinterpret_cast<const int32_t*>(panel + static_cast<int64_t>(cols[i]) * 64);
+      for (int j = 0; j < 16; ++j) a[j] = _mm512_dpbusd_epi32(a[j], _mm512_set1_epi32(xr[j]), wv);
     }
-    int32_t* out = acct + r0 * 16;
-    if (rows == 16) {
-      for (int r = 0; r < 16; ++r) _mm512_storeu_si512(out + r * 16, a[r]);
+    if (out->acc != nullptr) {
+      for (int j = 0; j < valid; ++j)
+        _mm512_mask_storeu_epi32(out->acc + (m0 + j) * n + r0, live, a[j]);
     } else {
-      alignas(64) int32_t last[16 * 16];
-      for (int r = 0; r < 16; ++r) _mm512_store_si512(last + r * 16, a[r]);
-      std::copy(last, last + rows * 16, out);
+      const __m512 ws = _mm512_maskz_loadu_ps(live, out->w_scale + r0);
+      const __m512 b =
+          out->bias ? _mm512_maskz_loadu_ps(live, out->bias + r0) : _mm512_setzero_ps();
+      for (int j = 0; j < valid; ++j) {
+        const __m512 s = _mm512_mul_ps(_mm512_set1_ps(out->x_scale[m0 + j]), ws);
+        __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(a[j]), s);
+        // Keep the product rounded: GCC would contract mul + add into one FMA (fp-contract is
+        // fast by default), and y would differ in the last bit from the other int8 paths.
+        __asm__("" : "+v"(v));
+        _mm512_mask_storeu_ps(out->y + (m0 + j) * n + r0, live, _mm512_add_ps(v, b));
+      }
     }
   }
 }
@@ -166,8 +176,9 @@ void qu8x4_spmv_csr(const QuadMatrix* w, int64_t n0, int64_t n1, const int64_t* 
 }
 
 void qu8x4_spmm_tiles(const QuadMatrix* w, int64_t n, int64_t g0, int64_t g1,
-                      const uint8_t* panel, const int32_t* zp, int32_t* acct) {
-  tiles(w, n, g0, g1, panel, zp, acct);
+                      const uint8_t* panel, int64_t m0, int64_t valid, const int32_t* zp,
+                      const TileOut* out) {
+  tiles(w, n, g0, g1, panel, m0, valid, zp, out);
 }
 
 void qu8x4_spmm_csr(const QuadMatrix* w, int64_t n0, int64_t n1, const int64_t* begin,

@@ -249,17 +249,16 @@ void transpose_out(int64_t n0, int64_t n1, const Panel& p, const A* tile, F f) {
 
 // 16 x 4 tiles (M >= 2, VNNI): 16-column VNNI-order panels, tasks of whole 16-row groups with
 // about equal nonzeros, each group one pass over K per panel (no K blocks: the 16-column panel
-// is 16 * K bytes, 64 KB for K = 4096, and every row it loads serves 16 rows).
-template <typename Finish>
+// is 16 * K bytes, 64 KB for K = 4096, and every row it loads serves 16 rows). The kernel
+// writes y (or the int32 accumulators) itself: no tile, no transpose.
 void run_quad_tiles(const SparseMatrix& w, const QuadMatrix& quads, const uint8_t* xq,
-                    const int32_t* zero_point, int64_t m, Finish finish) {
+                    const int32_t* zero_point, int64_t m, const TileOut& out) {
   const Kernels& kt = kernels();
   std::vector<int32_t> zp((m + 15) / 16 * 16, 0);  // 0 in the padding columns
   std::copy(zero_point, zero_point + m, zp.begin());
   int64_t total = 0;
   const std::vector<Panel> panels = make_panels(m, w.k, &total, 16, 16);
   uint8_t* buf = scratch<uint8_t>(static_cast<size_t>(total), 1);
-  int32_t* tiles = scratch<int32_t>(static_cast<size_t>((m + 15) / 16 * 16 * w.n), 0);
   pack_panels(m, w.k, panels, buf, [&](const Panel& p, int64_t k0, int64_t k1, uint8_t* dst) {
     pack_panel_quads(xq, w.k, p, k0, k1, dst);
   });
@@ -268,12 +267,10 @@ void run_quad_tiles(const SparseMatrix& w, const QuadMatrix& quads, const uint8_
   for (int64_t& b : bounds) b = (b + 15) / 16;  // in whole groups: 0 .. quads.groups
   ThreadPool::global().run(tasks, [&](int64_t t) {
     const int64_t g0 = bounds[t], g1 = bounds[t + 1];
-    if (g0 >= g1) return;
-    for (const Panel& p : panels) {
-      int32_t* tile = tiles + p.m0 * w.n;
-      kt.qu8x4_spmm_tiles(&quads, w.n, g0, g1, buf + p.offset, zp.data() + p.m0, tile);
-      finish(g0 * 16, std::min(w.n, g1 * 16), p, tile);
-    }
+    for (const Panel& p : panels)
+      if (g0 < g1)
+        kt.qu8x4_spmm_tiles(&quads, w.n, g0, g1, buf + p.offset, p.m0, p.valid,
+                            zp.data() + p.m0, &out);
   });
 }
 
@@ -286,7 +283,8 @@ void run_quad_tiles(const SparseMatrix& w, const QuadMatrix& quads, const uint8_
 // widening is free and removes gemmlowp's row-sum correction term).
 template <typename Finish>
 void run_int8(const SparseMatrix& w, const SparseBlocks& blocks, const QuadMatrix* quads,
-              const uint8_t* xq, const int32_t* zero_point, int64_t m, Finish finish) {
+              const uint8_t* xq, const int32_t* zero_point, int64_t m, const TileOut& tile_out,
+              Finish finish) {
   const Kernels& kt = kernels();
   // M = 1: gather kernels into an int32 row of accumulators, handed to finish as a 1-wide
   // tile, instead of a panel of 8 (pairs) or 16 (quads) columns that are all padding but one:
@@ -317,7 +315,7 @@ void run_int8(const SparseMatrix& w, const SparseBlocks& blocks, const QuadMatri
     return;
   }
   if (quads != nullptr && quads->groups > 0 && kt.qu8x4_spmm_tiles != nullptr)
-    return run_quad_tiles(w, *quads, xq, zero_point, m, finish);
+    return run_quad_tiles(w, *quads, xq, zero_point, m, tile_out);
   if (quads != nullptr && kt.qu8x4_spmm_csr != nullptr) {
     std::vector<int32_t> zp((m + 15) / 16 * 16, 0);  // 0 in the padding columns
     std::copy(zero_point, zero_point + m, zp.begin());
@@ -391,7 +389,12 @@ Status sparse_linear_q8(const SparseMatrix& w, const SparseBlocks& blocks, const
   if (st != Status::ok) return st;
   const int64_t n = w.n;
   const float* xsp = xs.data();
-  run_int8(w, blocks, quads, xq, zp.data(), m,
+  TileOut tile_out;
+  tile_out.y = y;
+  tile_out.x_scale = xsp;
+  tile_out.w_scale = w_scale;
+  tile_out.bias = bias;
+  run_int8(w, blocks, quads, xq, zp.data(), m, tile_out,
            [&](int64_t n0, int64_t n1, const Panel& p, const int32_t* tile) {
              transpose_out(n0, n1, p, tile, [&](int64_t mi, int64_t ni, int32_t v) {
                y[mi * n + ni] =
@@ -406,7 +409,9 @@ void sparse_q8_accumulate(const SparseMatrix& w, const SparseBlocks& blocks, con
                           const QuadMatrix* quads) {
   if (m == 0 || w.n == 0) return;
   const int64_t n = w.n;
-  run_int8(w, blocks, quads, xq, zero_point, m,
+  TileOut tile_out;
+  tile_out.acc = acc;
+  run_int8(w, blocks, quads, xq, zero_point, m, tile_out,
            [&](int64_t n0, int64_t n1, const Panel& p, const int32_t* tile) {
              transpose_out(n0, n1, p, tile,
                            [&](int64_t mi, int64_t ni, int32_t v) { acc[mi * n + ni] = v; });

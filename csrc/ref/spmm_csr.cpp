@@ -99,19 +99,25 @@ void qu8x4_spmm_csr(const QuadMatrix* w, int64_t n0, int64_t n1, const int64_t* 
 }
 
 void qu8x4_spmm_tiles(const QuadMatrix* w, int64_t n, int64_t g0, int64_t g1,
-                      const uint8_t* panel, const int32_t* zp, int32_t* acct) {
+                      const uint8_t* panel, int64_t m0, int64_t valid, const int32_t* zp,
+                      const TileOut* out) {
   for (int64_t g = g0; g < g1; ++g) {
-    const int64_t rows = std::min<int64_t>(16, n - g * 16);
-    for (int64_t r = 0; r < rows; ++r) {
-      int32_t* out = acct + (g * 16 + r) * 16;
-      for (int64_t j = 0; j < 16; ++j) out[j] = -zp[j] * w->row_sum[g * 16 + r];
-      for (int64_t i = w->group_ptr[g]; i < w->group_ptr[g + 1]; ++i) {
-        const uint32_t quad = static_cast<uint32_t>(w->group_w[i * 16 + r]);
-        const uint8_t* xr = panel + static_cast<int64_t>(w->group_col[i]) * 64;
-        for (int64_t j = 0; j < 16; ++j)
+    for (int64_t nn = g * 16; nn < std::min(n, g * 16 + 16); ++nn) {
+      for (int64_t j = 0; j < valid; ++j) {
+        int32_t acc = -zp[j] * w->row_sum[nn];
+        for (int64_t i = w->group_ptr[g]; i < w->group_ptr[g + 1]; ++i) {
+          const uint32_t quad = static_cast<uint32_t>(w->group_w[i * 16 + nn - g * 16]);
+          const uint8_t* xr = panel + (static_cast<int64_t>(w->group_col[i]) * 16 + j) * 4;
           for (int t = 0; t < 4; ++t)
-            out[j] += static_cast<int32_t>(xr[j * 4 + t]) *
-                      static_cast<int32_t>(static_cast<int8_t>(quad >> (8 * t)));
+            acc += static_cast<int32_t>(xr[t]) *
+                   static_cast<int32_t>(static_cast<int8_t>(quad >> (8 * t)));
+        }
+        const int64_t o = (m0 + j) * n + nn;
+        if (out->acc != nullptr)
+          out->acc[o] = acc;
+        else
+          out->y[o] = static_cast<float>(acc) * (out->x_scale[m0 + j] * out->w_scale[nn]) +
+                      (out->bias ? out->bias[nn] : 0.0f);
       }
     }
   }

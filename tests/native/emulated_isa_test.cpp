@@ -402,12 +402,40 @@ void check_quad_tiles() {
     for (auto& v : panel) v = static_cast<uint8_t>(next_u32());
     std::vector<int32_t> zp(16);
     for (auto& z : zp) z = static_cast<int32_t>(next_u32() % 256);
+    // Output [m0 + 16, N] with the panel at columns m0 = 3 .. 18 (valid 16, then 5): the
+    // int32 accumulators exactly, and the float epilogue (same roundings) exactly.
+    const int64_t m0 = 3, rows_out = m0 + 16;
+    std::vector<float> x_scale(rows_out), w_scale(n_rows), bias(n_rows);
+    for (auto& v : x_scale) v = 1e-3f * static_cast<float>(next_u32() % 1000 + 1);
+    for (auto& v : w_scale) v = 1e-3f * static_cast<float>(next_u32() % 1000 + 1);
+    for (auto& v : bias) v = static_cast<float>(static_cast<int32_t>(next_u32() % 200) - 100);
     for (int64_t g0 : {int64_t{0}, groups - 1}) {
-      std::vector<int32_t> qa(n_rows * 16, 7), qb(qa);
-      pyquant::ref::qu8x4_spmm_tiles(&w, n_rows, g0, groups, panel.data(), zp.data(), qa.data());
-      pyquant::avx512vnni::qu8x4_spmm_tiles(&w, n_rows, g0, groups, panel.data(), zp.data(),
-                                            qb.data());
-      check(qa == qb, "qu8x4_spmm_tiles avx512vnni", n_rows * 16);
+      for (int64_t valid : {16, 5}) {
+        std::vector<int32_t> qa(rows_out * n_rows, 7), qb(qa);
+        pyquant::TileOut oa, ob;
+        oa.acc = qa.data();
+        ob.acc = qb.data();
+        pyquant::ref::qu8x4_spmm_tiles(&w, n_rows, g0, groups, panel.data(), m0, valid,
+                                       zp.data(), &oa);
+        pyquant::avx512vnni::qu8x4_spmm_tiles(&w, n_rows, g0, groups, panel.data(), m0, valid,
+                                              zp.data(), &ob);
+        check(qa == qb, "qu8x4_spmm_tiles avx512vnni int32", rows_out * n_rows);
+        const float* no_bias = nullptr;
+        for (const float* b : {no_bias, static_cast<const float*>(bias.data())}) {
+          std::vector<float> ya(rows_out * n_rows, 7.0f), yb(ya);
+          pyquant::TileOut fa, fb;
+          fa.y = ya.data();
+          fb.y = yb.data();
+          fa.x_scale = fb.x_scale = x_scale.data();
+          fa.w_scale = fb.w_scale = w_scale.data();
+          fa.bias = fb.bias = b;
+          pyquant::ref::qu8x4_spmm_tiles(&w, n_rows, g0, groups, panel.data(), m0, valid,
+                                         zp.data(), &fa);
+          pyquant::avx512vnni::qu8x4_spmm_tiles(&w, n_rows, g0, groups, panel.data(), m0,
+                                                valid, zp.data(), &fb);
+          check(ya == yb, "qu8x4_spmm_tiles avx512vnni f32", rows_out * n_rows);
+        }
+      }
     }
   }
 }

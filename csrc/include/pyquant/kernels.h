@@ -169,12 +169,24 @@ struct QuadMatrix {
 using SpmmQu8x4Fn = void (*)(const QuadMatrix* w, int64_t n0, int64_t n1, const int64_t* begin,
                              const int64_t* end, int64_t stride, const uint8_t* panel,
                              int64_t width, const int32_t* zp, int32_t* acct, bool accumulate);
-// 16 x 4 tiles: groups [g0, g1) against a 16-column VNNI-order panel (as above, width 16),
-// one pass over all of K (no K blocks): acct[n * 16 + j] = -zp[j] * row_sum[n] + sum over the
-// group's quads of quad weights . x_q, for the groups' rows n < N. Each panel row is loaded once
-// per group and used by 16 rows, so the kernel is bound by vpdpbusd, not by panel loads.
+// 16 x 4 tiles: groups [g0, g1) against a 16-column VNNI-order panel (as above, width 16) of
+// columns m0 .. m0 + 15 of M (the first `valid` real), one pass over all of K (no K blocks).
+// Row r of group g and column j accumulate -zp[j] * row_sum[n] + the group's quad weights .
+// x_q in int32 (n = 16g + r < N); the kernel then writes them straight into the [M, N] output,
+// no tile: out.acc[(m0 + j) * N + n] as int32, or (out.acc null) out.y as float
+// acc * x_scale[m0 + j] * w_scale[n] (+ bias[n]).
+// Vectors run along the group's 16 rows: each quad's 16 weights are one 64-byte load and each
+// column's 4 inputs one broadcast, so the 16 columns' results are 16 contiguous outputs.
+struct TileOut {
+  int32_t* acc = nullptr;
+  float* y = nullptr;
+  const float* x_scale = nullptr;
+  const float* w_scale = nullptr;
+  const float* bias = nullptr;  // optional
+};
 using SpmmQu8x4TileFn = void (*)(const QuadMatrix* w, int64_t n, int64_t g0, int64_t g1,
-                                 const uint8_t* panel, const int32_t* zp, int32_t* acct);
+                                 const uint8_t* panel, int64_t m0, int64_t valid,
+                                 const int32_t* zp, const TileOut* out);
 // M = 1 on quads: acc[n] = (accumulate ? acc[n] : -zp * row_sum[n]) + sum over the run's
 // quads i of quad_w[i] . x_q[4 q_i .. 4 q_i + 3] (begin / end as above), x_q the K uint8.
 using SpmvQu8x4Fn = void (*)(const QuadMatrix* w, int64_t n0, int64_t n1, const int64_t* begin,
@@ -211,7 +223,8 @@ PYQUANT_DECLARE_SPARSE_KERNELS(avx512)
                       const int64_t* end, const uint8_t* xq, int32_t zp, int32_t* acc,          \
                       bool accumulate);                                                         \
   void qu8x4_spmm_tiles(const QuadMatrix* w, int64_t n, int64_t g0, int64_t g1,                 \
-                        const uint8_t* panel, const int32_t* zp, int32_t* acct);                \
+                        const uint8_t* panel, int64_t m0, int64_t valid, const int32_t* zp,     \
+                        const TileOut* out);                                                    \
   }
 // The quad kernel needs vpdpbusd: VNNI has it, ref is its oracle (tests); below VNNI the op runs
 // quad packs with the pair kernel, which they also satisfy.
