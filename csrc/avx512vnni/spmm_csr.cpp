@@ -115,16 +115,21 @@ void tiles(const QuadMatrix* w, int64_t n, int64_t g0, int64_t g1, const uint8_t
       const auto* xr = reinterpret_cast<const int32_t*>(panel + static_cast<int64_t>(cols[i]) * 64);
       for (int j = 0; j < 16; ++j) a[j] = _mm512_dpbusd_epi32(a[j], _mm512_set1_epi32(xr[j]), wv);
     }
+    // Through memory: indexing a[] by the runtime column count makes GCC shuffle all 16
+    // accumulators between registers (and the stack) in the loop above.
+    alignas(64) int32_t sums[16 * 16];
+    for (int j = 0; j < 16; ++j) _mm512_store_si512(sums + 16 * j, a[j]);
     if (out->acc != nullptr) {
       for (int j = 0; j < valid; ++j)
-        _mm512_mask_storeu_epi32(out->acc + (m0 + j) * n + r0, live, a[j]);
+        _mm512_mask_storeu_epi32(out->acc + (m0 + j) * n + r0, live,
+                                 _mm512_load_si512(sums + 16 * j));
     } else {
       const __m512 ws = _mm512_maskz_loadu_ps(live, out->w_scale + r0);
       const __m512 b =
           out->bias ? _mm512_maskz_loadu_ps(live, out->bias + r0) : _mm512_setzero_ps();
       for (int j = 0; j < valid; ++j) {
         const __m512 s = _mm512_mul_ps(_mm512_set1_ps(out->x_scale[m0 + j]), ws);
-        __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(a[j]), s);
+        __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_load_si512(sums + 16 * j)), s);
         // Keep the product rounded: GCC would contract mul + add into one FMA (fp-contract is
         // fast by default), and y would differ in the last bit from the other int8 paths.
         __asm__("" : "+v"(v));
