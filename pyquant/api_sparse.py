@@ -6,13 +6,14 @@ at a lower throughput (indexed loads of the activations instead of a streamed, b
 GEMM). So sparse is faster when ``density < e``, ``e`` = sparse per-nonzero throughput / dense
 per-weight throughput, i.e. when ``sparsity > 1 - e``. ``e`` is measured once per process by
 a tiny timing (a 512 x 512 layer at 90% sparsity, ``rows`` = 32 rows by default, best of
-several runs; ~20 ms; 1024 x 1024 below 8 rows, where the ~6 us call overhead would be a
+20 runs; ~30 ms; 1024 x 1024 below 8 rows, where the ~6 us call overhead would be a
 large part of a 512 x 512 call)
 against the layer the user would otherwise run: fp32 ``F.linear`` for the fp32 sparse kernel,
 the dense int8 ``QuantLinear`` for the sparse + int8 one (on an AMX CPU dense int8 is several
 times faster than fp32, which moves the break-even up), with a 1 x 4 block-pruned weight for
 layers whose int8 pack stores quads (``prune.block_prune_``; VNNI runs them with a faster
-kernel, so they break even at a lower sparsity). The batch matters: at one row every kernel
+kernel, so they break even at a lower sparsity), and a 16 x 4 one for layers whose quads form
+16 x 4 tiles (``block=(16, 4)``, faster again). The batch matters: at one row every kernel
 streams its weights once (memory bound), and the break-even moves (measured on the AMX machine:
 sparse + int8 0.89 at one row against 0.93 at 32, fp32 0.5 against 0.70); pass ``rows`` for the
 batch the model will run at. The break-even
@@ -32,7 +33,7 @@ from torch import nn
 
 from pyquant import ops
 from pyquant.nn.quant_linear import QuantLinear
-from pyquant.ops_sparse import stores_quads
+from pyquant.ops_sparse import stores_quads, stores_tiles
 from pyquant.prune import block_mask
 from pyquant.nn.sparse import SparseLinear, SparseQuantLinear
 
@@ -41,7 +42,7 @@ __all__ = ["break_even_sparsity", "sparsify_"]
 _BREAK_EVEN: dict = {}
 
 
-def _best_time(fn, reps: int = 5) -> float:
+def _best_time(fn, reps: int = 20) -> float:  # calls of 20-100 us: 5 reps were noisy
     fn()
     best = float("inf")
     for _ in range(reps):
@@ -57,7 +58,7 @@ def _check_rows(rows) -> int:
     return rows
 
 
-def break_even_sparsity(quantized: bool = False, blocked: bool = False, rows: int = 32) -> float:
+def break_even_sparsity(quantized: bool = False, blocked=False, rows: int = 32) -> float:
     """Sparsity above which the sparse kernel beats the dense one on this CPU.
 
     Measured once per process and cached (see the module docstring), clamped to [0.5, 0.98].
@@ -65,25 +66,28 @@ def break_even_sparsity(quantized: bool = False, blocked: bool = False, rows: in
     Args:
         quantized: calibrate the sparse + int8 kernel against the dense int8 ``QuantLinear``
             instead of the fp32 sparse kernel against ``F.linear``.
-        blocked: (with quantized) calibrate on a 1 x 4 block-pruned weight, which int8 packs
-            store as quads (``prune.block_prune_``); a different kernel on VNNI CPUs.
+        blocked: (with quantized) True: calibrate on a 1 x 4 block-pruned weight, which int8
+            packs store as quads (``prune.block_prune_``; a different kernel on VNNI CPUs);
+            ``"tiles"``: on a 16 x 4 block-pruned one (``block=(16, 4)``).
         rows: the batch (rows of x per call) to calibrate at.
 
     Returns:
         The break-even sparsity in [0.5, 0.98].
 
     Raises:
-        ValueError: rows is not an int >= 1.
+        ValueError: rows is not an int >= 1, or blocked is not False, True or "tiles".
     """
     rows = _check_rows(rows)
-    key = (bool(quantized), bool(quantized and blocked), rows)
+    if not (isinstance(blocked, bool) or blocked == "tiles"):
+        raise ValueError(f"blocked must be False, True or 'tiles', got {blocked!r}")
+    key = (bool(quantized), blocked if quantized else False, rows)
     if key in _BREAK_EVEN:
         return _BREAK_EVEN[key]
     gen = torch.Generator().manual_seed(0)
     n = k = 512 if rows >= 8 else 1024
     w = torch.randn(n, k, generator=gen)
     if key[1]:
-        w = w * block_mask(w, 0.9)
+        w = w * block_mask(w, 0.9, block=(16, 4) if key[1] == "tiles" else 4)
     else:
         w[torch.rand(n, k, generator=gen) < 0.9] = 0.0
     density = float((w != 0).float().mean())
@@ -143,7 +147,7 @@ def sparsify_(model: nn.Module, *, min_sparsity: Optional[float] = None,
             raise ValueError(f"min_sparsity must be a number in [0, 1], got {min_sparsity!r}")
         threshold = float(min_sparsity)
     else:
-        threshold = None  # per layer: int8 packs of 1 x 4 blocked weights have their own
+        threshold = None  # per layer: int8 packs of 1 x 4 / 16 x 4 blocks have their own
     cls = SparseQuantLinear if quantize else SparseLinear
     targets = []
     for name, mod in model.named_modules():
@@ -154,8 +158,11 @@ def sparsify_(model: nn.Module, *, min_sparsity: Optional[float] = None,
             if filter_fn is not None and not filter_fn(child, fqn):
                 continue
             w = child.weight.detach()
-            t = threshold if threshold is not None else break_even_sparsity(
-                quantize, blocked=quantize and stores_quads(w), rows=rows)
+            if threshold is not None:
+                t = threshold
+            else:
+                blocked = quantize and ("tiles" if stores_tiles(w) else stores_quads(w))
+                t = break_even_sparsity(quantize, blocked=blocked, rows=rows)
             if _sparsity(w) >= t:
                 targets.append((mod, child_name, child))
     for parent, child_name, child in targets:

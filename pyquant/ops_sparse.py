@@ -391,6 +391,23 @@ def stores_quads(w: torch.Tensor) -> bool:
     return _fills_quads(mask, _nonzero_quads(mask))
 
 
+def stores_tiles(w: torch.Tensor) -> bool:
+    """Whether ``sparse_pack(w, dtype=torch.int8)`` of the 2-d weight w stores quads whose
+    16-row groups share them (16 x 4 tiles, ``SparsePacked.is_tiles``), by the pack's rules
+    applied to w's exact zeros (see :func:`stores_quads`)."""
+    if not stores_quads(w):
+        return False
+    quads = _nonzero_quads(w != 0)
+    n = quads.shape[0]
+    pad = -n % 16
+    grouped = torch.cat([quads, quads.new_zeros(pad, quads.shape[1])]).reshape(-1, 16,
+                                                                                quads.shape[1])
+    rows = torch.full((grouped.shape[0],), 16)
+    rows[-1] = 16 - pad
+    slots = int((grouped.any(1).sum(1) * rows).sum())
+    return int(quads.sum()) >= _AUTO_QUAD_FILL * max(1, slots)
+
+
 def sparse_pack(w: TensorLike, *, dtype: torch.dtype = torch.float32,
                 k_block="auto", block="auto") -> SparsePacked:
     """Pack a pruned dense weight ``w [N, K]`` for :func:`sparse_linear`.

@@ -315,3 +315,35 @@ def test_tile_kernel_is_used_where_vnni_is():
         assert names["qu8x4_spmm_tiles"] == "qu8x4_spmm_tiles__avx512vnni"
     else:
         assert "qu8x4_spmm_tiles" not in names  # quad packs take the pair kernel
+
+
+def test_stores_tiles_agrees_with_the_pack():
+    from pyquant.ops_sparse import stores_tiles
+    cases = [_tile_pruned(40, 64, 0.75), _tile_pruned(16, 128, 0.9, empty_row=False),
+             _block_pruned(40, 64, 0.75), torch.randn(20, 12), torch.zeros(16, 8)]
+    for w in cases:
+        assert stores_tiles(w) == ops.sparse_pack(w, dtype=torch.int8).is_tiles
+    assert stores_tiles(cases[0]) and not stores_tiles(cases[2])
+    # Half of each group's rows lack the shared quads: 50% fill, below the 75% rule.
+    half = _tile_pruned(32, 64, 0.5, empty_row=False)
+    half[8:16] = 0.0
+    half[24:] = 0.0
+    assert not stores_tiles(half) and not ops.sparse_pack(half, dtype=torch.int8).is_tiles
+
+
+def test_sparsify_quantized_takes_tile_layers_with_their_own_break_even():
+    from pyquant.api_sparse import break_even_sparsity, sparsify_
+    from pyquant import api_sparse
+    tiles = break_even_sparsity(quantized=True, blocked="tiles")
+    assert 0.5 <= tiles <= 0.98 and api_sparse._BREAK_EVEN[(True, "tiles", 32)] == tiles
+    assert break_even_sparsity(blocked="tiles") == break_even_sparsity()  # fp32: no tiles
+    with pytest.raises(ValueError, match="blocked must be"):
+        break_even_sparsity(quantized=True, blocked="1x4")
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(256, 64), nn.ReLU(), nn.Linear(64, 8))
+    with torch.no_grad():  # 99% of 256 tiles pruned: 3 left, above any clamped break-even
+        model[0].weight.mul_(pp.block_mask(model[0].weight, 0.99, block=(16, 4)))
+    sparsify_(model, quantize=True)
+    assert isinstance(model[0], pyquant.nn.SparseQuantLinear) and model[0]._packed.is_tiles
+    assert model[0]._packed.nnz == 3 * 64
+    assert type(model[2]) is nn.Linear
