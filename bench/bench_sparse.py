@@ -5,7 +5,7 @@ Two ways to run it:
 * ``pytest bench/bench_sparse.py --benchmark-only`` (pytest-benchmark): one group per
   (sparsity, M) with every implementation in it.
 * ``python bench/bench_sparse.py [--threads 1] [--reps 7] [--out table.md]``: the ratio tables of
-  bench/RESULTS.md (unstructured, then 1 x 4 block-sparse int8), every ratio measured in one process, implementations interleaved per case,
+  bench/RESULTS.md (unstructured, then 16 x 4 / 1 x 4 block-sparse int8), every ratio measured in one process, implementations interleaved per case,
   best of ``reps`` runs. With one thread the clock is the calling thread's CPU time
   (``time.thread_time``), which a machine shared with other jobs disturbs much less than wall
   time; with more threads it is wall time.
@@ -57,24 +57,28 @@ def _dense_layers(w: torch.Tensor):
     return lin, qlin, pyquant.nn.QuantLinear.from_float(lin)  # QuantLinear: default config
 
 
-def make_block_weight(sparsity: float, seed: int = 0) -> torch.Tensor:
-    """The same random weight with the smallest-L1 ``sparsity`` fraction of aligned 1 x 4
-    groups zeroed (``prune.block_mask``): the int8 pack stores it as quads."""
+def make_block_weights(sparsity: float, seed: int = 0) -> dict:
+    """The same random weight with the smallest-L1 ``sparsity`` fraction of aligned blocks
+    zeroed (``prune.block_mask``): ``"1x4"`` groups of 4 inputs (the int8 pack stores quads)
+    and ``"16x4"`` tiles of 16 rows x 4 inputs (quads shared by 16-row groups)."""
     g = torch.Generator().manual_seed(seed)
     w = torch.randn(N, K, generator=g)
-    return w * pyquant.prune.block_mask(w, sparsity)
+    return {"1x4": w * pyquant.prune.block_mask(w, sparsity),
+            "16x4": w * pyquant.prune.block_mask(w, sparsity, block=(16, 4))}
 
 
-def blocked_implementations(w: torch.Tensor, m: int):
-    """name -> callable for the 1 x 4 blocked int8 comparison (same x as implementations)."""
+def blocked_implementations(weights: dict, m: int):
+    """name -> callable for the block-sparse int8 comparison (same x as implementations)."""
     g = torch.Generator().manual_seed(1)
     x = torch.randn(m, K, generator=g)
     y = torch.empty(m, N)
-    quads = ops.sparse_pack(w, dtype=torch.int8)
-    assert quads.is_quads
-    pairs = ops.sparse_pack(w, dtype=torch.int8, block=1)
-    _, qlin, pqlin = _dense_layers(w)
+    quads = ops.sparse_pack(weights["1x4"], dtype=torch.int8)
+    tiles = ops.sparse_pack(weights["16x4"], dtype=torch.int8)
+    assert quads.is_quads and not quads.is_tiles and tiles.is_tiles
+    pairs = ops.sparse_pack(weights["1x4"], dtype=torch.int8, block=1)
+    _, qlin, pqlin = _dense_layers(weights["1x4"])
     return {
+        "pyquant_sparse_int8_16x4": lambda: ops.sparse_linear(x, tiles, out=y),
         "pyquant_sparse_int8_1x4": lambda: ops.sparse_linear(x, quads, out=y),
         "pyquant_sparse_int8_entries": lambda: ops.sparse_linear(x, pairs, out=y),
         "pyquant_dense_int8": lambda: pqlin(x),
@@ -83,21 +87,24 @@ def blocked_implementations(w: torch.Tensor, m: int):
 
 
 def blocked_table(threads: int, reps: int) -> str:
-    """The 1 x 4 block-sparse int8 table: quads against the dense int8 layers, one process."""
+    """The block-sparse int8 table: 16 x 4 tiles and 1 x 4 quads against the dense int8
+    layers, one process."""
     rows = []
-    for s, m, t in _measure(threads, reps, BLOCK_SPARSITIES, make_block_weight,
-                            blocked_implementations, "1x4 "):
-        q = t["pyquant_sparse_int8_1x4"]
-        rows.append((s, m, t["pyquant_dense_int8"] / q, t["torch_dynamic_int8_dense"] / q,
-                     t["pyquant_sparse_int8_entries"] / q, q, t["pyquant_sparse_int8_entries"],
-                     t["pyquant_dense_int8"], t["torch_dynamic_int8_dense"]))
-    head = ("| sparsity (1x4 blocks) | M | sparse int8 1x4 / dense int8 (pyquant QuantLinear) "
-            "| sparse int8 1x4 / dense int8 (torch dynamic) | 1x4 / entry-by-entry pack "
-            "| 1x4 ms | entries ms | pyquant int8 ms | torch int8 ms |\n"
-            "|---|---|---|---|---|---|---|---|---|\n")
-    body = "".join(f"| {s:.0%} | {m} | {a:.2f}x | {b:.2f}x | {c:.2f}x | {d * 1e3:.2f} "
-                   f"| {e * 1e3:.2f} | {f * 1e3:.2f} | {g * 1e3:.2f} |\n"
-                   for s, m, a, b, c, d, e, f, g in rows)
+    for s, m, t in _measure(threads, reps, BLOCK_SPARSITIES, make_block_weights,
+                            blocked_implementations, "blocks "):
+        q, t16 = t["pyquant_sparse_int8_1x4"], t["pyquant_sparse_int8_16x4"]
+        ql, tq = t["pyquant_dense_int8"], t["torch_dynamic_int8_dense"]
+        rows.append((s, m, ql / t16, ql / q, tq / t16, tq / q, t["pyquant_sparse_int8_entries"] / q,
+                     t16, q, t["pyquant_sparse_int8_entries"], ql, tq))
+    head = ("| sparsity (blocks) | M | 16x4 / dense int8 (pyquant QuantLinear) "
+            "| 1x4 / dense int8 (pyquant QuantLinear) | 16x4 / dense int8 (torch dynamic) "
+            "| 1x4 / dense int8 (torch dynamic) | 1x4 / entry-by-entry pack "
+            "| 16x4 ms | 1x4 ms | entries ms | pyquant int8 ms | torch int8 ms |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+    body = "".join(f"| {s:.0%} | {m} | {a:.2f}x | {b:.2f}x | {c:.2f}x | {d:.2f}x | {e:.2f}x "
+                   f"| {f * 1e3:.2f} | {g * 1e3:.2f} | {h * 1e3:.2f} | {i * 1e3:.2f} "
+                   f"| {j * 1e3:.2f} |\n"
+                   for s, m, a, b, c, d, e, f, g, h, i, j in rows)
     return head + body
 
 
@@ -226,16 +233,17 @@ if pytest is not None:
         with torch.no_grad():
             benchmark(impls[name])
 
-    @pytest.mark.parametrize("name", ["pyquant_sparse_int8_1x4", "pyquant_sparse_int8_entries",
-                                      "pyquant_dense_int8", "torch_dynamic_int8_dense"])
+    @pytest.mark.parametrize("name", ["pyquant_sparse_int8_16x4", "pyquant_sparse_int8_1x4",
+                                      "pyquant_sparse_int8_entries", "pyquant_dense_int8",
+                                      "torch_dynamic_int8_dense"])
     @pytest.mark.parametrize("m", MS)
     @pytest.mark.parametrize("sparsity", BLOCK_SPARSITIES)
-    def test_sparse_int8_1x4(benchmark, sparsity, m, name):
-        key = ("1x4", sparsity, m)
+    def test_sparse_int8_blocks(benchmark, sparsity, m, name):
+        key = ("blocks", sparsity, m)
         if key not in _CACHE:
             _CACHE.clear()
-            _CACHE[key] = blocked_implementations(make_block_weight(sparsity), m)
-        benchmark.group = f"sparse_int8_1x4 4096x4096 sparsity={sparsity} M={m}"
+            _CACHE[key] = blocked_implementations(make_block_weights(sparsity), m)
+        benchmark.group = f"sparse_int8_blocks 4096x4096 sparsity={sparsity} M={m}"
         benchmark.extra_info.update(threads=pyquant.get_num_threads(),
                                     isa=pyquant.cpu_info()["isa"])
         with torch.no_grad():
@@ -255,10 +263,15 @@ if __name__ == "__main__":
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--reps", type=int, default=7)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--only", choices=("unstructured", "blocks"), default=None,
+                    help="one of the two tables")
     args = ap.parse_args()
     info = pyquant.cpu_info()
-    text = (f"threads={args.threads}, isa={info['isa']}, reps={args.reps}\n\n"
-            + table(args.threads, args.reps) + "\n" + blocked_table(args.threads, args.reps))
+    text = f"threads={args.threads}, isa={info['isa']}, reps={args.reps}\n\n"
+    if args.only != "blocks":
+        text += table(args.threads, args.reps) + "\n"
+    if args.only != "unstructured":
+        text += blocked_table(args.threads, args.reps)
     print(text)
     if args.out:
         with open(args.out, "w") as f:
