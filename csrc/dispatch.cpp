@@ -41,6 +41,14 @@ Kernels make_table(Isa isa) {
       PYQUANT_USE_ALL(avx512, "avx512")
       break;
   }
+  // The fp32 tile epilogue: 8 x 8 (AVX2) or 16 x 16 (AVX-512) blocks transposed in registers.
+  switch (isa) {
+    case Isa::scalar: PYQUANT_USE(ref, "scalar", f32_tile_transpose) break;
+    case Isa::avx2: PYQUANT_USE(avx2, "avx2", f32_tile_transpose) break;
+    case Isa::avx512:
+    case Isa::avx512vnni:
+    case Isa::amx: PYQUANT_USE(avx512, "avx512", f32_tile_transpose) break;
+  }
   // M = 1 int8 pairs (gathers, memory bound): the AVX-512 kernel on every level from AVX-512 up.
   switch (isa) {
     case Isa::scalar: PYQUANT_USE(ref, "scalar", qs16_spmv_csr) break;

@@ -129,10 +129,11 @@ void tiles(const QuadMatrix* w, int64_t n, int64_t g0, int64_t g1, const uint8_t
           out->bias ? _mm512_maskz_loadu_ps(live, out->bias + r0) : _mm512_setzero_ps();
       for (int j = 0; j < valid; ++j) {
         const __m512 s = _mm512_mul_ps(_mm512_set1_ps(out->x_scale[m0 + j]), ws);
-        __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_load_si512(sums + 16 * j)), s);
-        // Keep the product rounded: GCC would contract mul + add into one FMA (fp-contract is
-        // fast by default), and y would differ in the last bit from the other int8 paths.
-        __asm__("" : "+v"(v));
+        // The product rounded on its own (the explicit-rounding multiply is opaque to GCC,
+        // which would contract a plain mul + add into one FMA: fp-contract is fast by
+        // default), so y matches the other int8 paths to the last bit.
+        const __m512 v = _mm512_mul_round_ps(_mm512_cvtepi32_ps(_mm512_load_si512(sums + 16 * j)),
+                                             s, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
         _mm512_mask_storeu_ps(out->y + (m0 + j) * n + r0, live, _mm512_add_ps(v, b));
       }
     }

@@ -371,9 +371,7 @@ void sparse_linear_f32(const SparseMatrix& w, const SparseBlocks& blocks, const 
         kt.f32_spmm_csr(&w, n0, n1, b, e, s, pb, p.width, tile, acc);
       },
       [&](int64_t n0, int64_t n1, const Panel& p, const float* tile) {
-        transpose_out(n0, n1, p, tile, [&](int64_t mi, int64_t ni, float v) {
-          y[mi * n + ni] = v + (bias ? bias[ni] : 0.0f);
-        });
+        kt.f32_tile_transpose(tile, p.width, p.valid, n0, n1, bias, y, n, p.m0);
       });
 }
 

@@ -29,6 +29,7 @@ struct Kernels {
   AbsBracketFn f32_abs_bracket = nullptr;
   SpmmF32Fn f32_spmm_csr = nullptr;
   SpmvF32Fn f32_spmv_csr = nullptr;
+  TileTransposeF32Fn f32_tile_transpose = nullptr;
   SpmmQ8Fn qs16_spmm_csr = nullptr;
   SpmvQ8Fn qs16_spmv_csr = nullptr;
   SpmmQu8x4Fn qu8x4_spmm_csr = nullptr;  // VNNI and up only; the op falls back to pairs

@@ -127,6 +127,11 @@ struct SparseMatrix {
 using SpmmF32Fn = void (*)(const SparseMatrix* w, int64_t n0, int64_t n1, const int64_t* begin,
                            const int64_t* end, int64_t stride, const float* panel, int64_t width,
                            float* yt, bool accumulate);
+// The fp32 ops' epilogue: y[(m0 + j) * ldy + n] = tile[n * width + j] + (bias ? bias[n] : 0)
+// for n in [n0, n1) and j < valid (the transposed tile back into y's rows).
+using TileTransposeF32Fn = void (*)(const float* tile, int64_t width, int64_t valid, int64_t n0,
+                                    int64_t n1, const float* bias, float* y, int64_t ldy,
+                                    int64_t m0);
 // M = 1: y[n] = (accumulate ? y[n] : 0) + sum_{p in [begin[n], end[n])} values[p] * x[col[p]]
 // (+ bias[n] if bias) for n in [n0, n1).
 using SpmvF32Fn = void (*)(const SparseMatrix* w, int64_t n0, int64_t n1, const int64_t* begin,
@@ -209,11 +214,19 @@ using SpmvQu8x4Fn = void (*)(const QuadMatrix* w, int64_t n0, int64_t n1, const 
   void qs16_spmv_csr(const SparseMatrix* w, int64_t n0, int64_t n1, const int64_t* begin,       \
                      const int64_t* end, const int32_t* xz, int32_t* acc, bool accumulate);     \
   }
+#define PYQUANT_DECLARE_TILE_TRANSPOSE(ns)                                                      \
+  namespace ns {                                                                                \
+  void f32_tile_transpose(const float* tile, int64_t width, int64_t valid, int64_t n0,          \
+                          int64_t n1, const float* bias, float* y, int64_t ldy, int64_t m0);    \
+  }
 
 namespace pyquant {
 PYQUANT_DECLARE_SPARSE_KERNELS(ref)
 PYQUANT_DECLARE_SPARSE_KERNELS(avx2)
 PYQUANT_DECLARE_SPARSE_KERNELS(avx512)
+PYQUANT_DECLARE_TILE_TRANSPOSE(ref)
+PYQUANT_DECLARE_TILE_TRANSPOSE(avx2)
+PYQUANT_DECLARE_TILE_TRANSPOSE(avx512)
 #define PYQUANT_DECLARE_QUAD_KERNEL(ns)                                                         \
   namespace ns {                                                                                \
   void qu8x4_spmm_csr(const QuadMatrix* w, int64_t n0, int64_t n1, const int64_t* begin,        \

@@ -17,6 +17,11 @@
 #define _MM_FROUND_NO_EXC SIMDE_MM_FROUND_NO_EXC
 #endif
 
+// Embedded rounding: only round-to-nearest is used, which is the plain multiply.
+static inline simde__m512 _mm512_mul_round_ps(simde__m512 a, simde__m512 b, int) {
+  return simde_mm512_mul_ps(a, b);
+}
+
 static inline simde__m512i _mm512_maskz_loadu_epi32(simde__mmask16 k, const void* p) {
   int32_t lanes[16] = {0};
   for (int i = 0; i < 16; ++i)
