@@ -1,8 +1,10 @@
-"""1 x 4 block sparsity for int8: prune.block_mask / block_prune_, quad packs, the quad kernel.
+"""1 x 4 block sparsity for int8: prune.block_mask / block_prune_, quad packs, the quad kernel;
+and 16 x 4 tiles (quads shared by 16-row groups) with their kernel.
 
-On VNNI CPUs an int8 pack made of aligned quads runs the vpdpbusd quad kernel; elsewhere the
-pair kernel runs the same pack. Both must give the int64 reference's accumulators exactly, on
-every ISA level (the `isa` fixture forces the lower ones).
+On VNNI CPUs an int8 pack made of aligned quads runs the vpdpbusd quad kernel (the tile kernel
+when its 16-row groups share the quads, M >= 2); elsewhere the pair kernel runs the same pack.
+All must give the int64 reference's accumulators exactly, on every ISA level (the `isa`
+fixture forces the lower ones).
 """
 
 from __future__ import annotations
@@ -23,6 +25,17 @@ def _block_pruned(n, k, sparsity, seed=0):
     w = w * pp.block_mask(w, sparsity)
     if n > 2:
         w[1] = 0.0  # an empty row: empty runs in every K block
+    return w
+
+
+def _tile_pruned(n, k, sparsity, seed=0, empty_row=True):
+    """A (16, 4)-block-pruned weight cut to n rows (a partial last group when n % 16)."""
+    g = torch.Generator().manual_seed(seed)
+    rows = -(-n // 16) * 16
+    w = torch.randn(rows, k, generator=g)
+    w = (w * pp.block_mask(w, sparsity, block=(16, 4)))[:n].contiguous()
+    if empty_row and n > 2:
+        w[1] = 0.0  # zero slots in its group's tiles (4 of 5 or 15 of 16 rows: still tiles)
     return w
 
 
@@ -101,12 +114,23 @@ def test_quad_pack_errors():
 # ------------------------------------------------------------------ kernels
 
 
+def _pruned_as(layout, n, k, sparsity, seed=0):
+    """A weight the int8 pack stores as plain quads ("quads") or as 16 x 4 tiles ("tiles")."""
+    return (_tile_pruned if layout == "tiles" else _block_pruned)(n, k, sparsity, seed=seed)
+
+
+def _packed_as(layout, w, **kwargs):
+    q = ops.sparse_pack(w, dtype=torch.int8, **kwargs)
+    assert q.is_quads and q.is_tiles == (layout == "tiles")
+    return q
+
+
+@pytest.mark.parametrize("layout", ["quads", "tiles"])
 @pytest.mark.parametrize("n,k", [(5, 8), (37, 64), (130, 516)])
 @pytest.mark.parametrize("m", [1, 2, 15, 16, 17, 31, 32, 33, 64])
-def test_quad_accumulators_bit_exact(isa, n, k, m):
-    w = _block_pruned(n, k, 0.7, seed=n + k + m)
-    q = ops.sparse_pack(w, dtype=torch.int8)
-    assert q.is_quads
+def test_quad_accumulators_bit_exact(isa, layout, n, k, m):
+    w = _pruned_as(layout, n, k, 0.7, seed=n + k + m)
+    q = _packed_as(layout, w)
     wq = torch.round(w / q.scale[:, None]).clamp(-127, 127)
     g = torch.Generator().manual_seed(m)
     xq = torch.randint(0, 256, (m, k), dtype=torch.uint8, generator=g)
@@ -115,28 +139,36 @@ def test_quad_accumulators_bit_exact(isa, n, k, m):
                        R.sparse_q8_accumulate(xq, zp, wq))
 
 
-def test_quad_accumulators_blocked_and_threads(isa, threads):
-    w = _block_pruned(150, 1024, 0.9, seed=3)
+@pytest.mark.parametrize("layout", ["quads", "tiles"])
+def test_quad_accumulators_blocked_and_threads(isa, threads, layout):
+    # Tiles are derived from either storage order (one block or block-major).
+    w = _pruned_as(layout, 150, 1024, 0.9, seed=3)
     g = torch.Generator().manual_seed(4)
     xq = torch.randint(0, 256, (45, 1024), dtype=torch.uint8, generator=g)
     zp = torch.randint(0, 256, (45,), dtype=torch.int32, generator=g)
     for k_block in (None, 256, 100 * 4):
-        q = ops.sparse_pack(w, dtype=torch.int8, k_block=k_block)
-        assert q.is_quads
+        q = _packed_as(layout, w, k_block=k_block)
         wq = torch.round(w / q.scale[:, None]).clamp(-127, 127)
         assert torch.equal(ops.sparse_q8_accumulate(xq, zp, q).long(),
                            R.sparse_q8_accumulate(xq, zp, wq)), k_block
 
 
-def test_quad_no_overflow_at_the_int32_limit(isa):
-    # One dense row of +127 against x_q = 255 (zp 0) and one of -127 against zp = 255 (x_q 0):
-    # the quad kernel starts the second at -zp * row_sum, right at the int32 limit.
+@pytest.mark.parametrize("layout", ["quads", "tiles"])
+def test_quad_no_overflow_at_the_int32_limit(isa, layout):
+    # Rows of +127 against x_q = 255 (zp 0) and rows of -127 against zp = 255 (x_q 0): the
+    # quad and tile kernels start the latter at -zp * row_sum, right at the int32 limit. Quads:
+    # two rows on disjoint halves of K (so they share no quads); tiles: 16 rows on all of K.
     from pyquant.ops_sparse import _MAX_INT8_ROW_NNZ
-    k = _MAX_INT8_ROW_NNZ // 4 * 4
-    w = torch.ones(2, k)
-    w[1] = -1.0
-    q = ops.sparse_pack(w, dtype=torch.int8)
-    assert q.is_quads
+    kk = _MAX_INT8_ROW_NNZ // 4 * 4
+    if layout == "tiles":
+        w = torch.ones(16, kk)
+        w[1::2] = -1.0
+    else:
+        w = torch.zeros(2, 2 * kk)
+        w[0, :kk] = 1.0
+        w[1, kk:] = -1.0
+    q = _packed_as(layout, w)
+    k = w.shape[1]
     xq = torch.tensor([[255] * k, [0] * k], dtype=torch.uint8)
     zp = torch.tensor([0, 255], dtype=torch.int32)
     ref = R.sparse_q8_accumulate(xq, zp, torch.round(w / q.scale[:, None]))
@@ -144,12 +176,13 @@ def test_quad_no_overflow_at_the_int32_limit(isa):
     assert torch.equal(ops.sparse_q8_accumulate(xq, zp, q).long(), ref)
 
 
+@pytest.mark.parametrize("layout", ["quads", "tiles"])
 @pytest.mark.parametrize("m", [1, 3, 32, 50])
-def test_quad_linear_equals_the_pair_path(isa, threads, m):
-    w = _block_pruned(70, 128, 0.8, seed=7)
+def test_quad_linear_equals_the_pair_path(isa, threads, layout, m):
+    w = _pruned_as(layout, 70, 128, 0.8, seed=7)
     x = torch.randn(2, m, 128) * 3
     b = torch.randn(70)
-    quads = ops.sparse_pack(w, dtype=torch.int8)
+    quads = _packed_as(layout, w)
     pairs = ops.sparse_pack(w, dtype=torch.int8, block=1)
     y = ops.sparse_linear(x, quads, b)
     assert torch.equal(y, ops.sparse_linear(x, pairs, b))  # same integers, same epilogue
@@ -209,17 +242,6 @@ def test_sparsify_quantized_takes_blocked_layers_with_their_own_break_even():
 # ------------------------------------------------------------------ 16 x 4 tiles
 
 
-def _tile_pruned(n, k, sparsity, seed=0, empty_row=True):
-    """A (16, 4)-block-pruned weight cut to n rows (a partial last group when n % 16)."""
-    g = torch.Generator().manual_seed(seed)
-    rows = -(-n // 16) * 16
-    w = torch.randn(rows, k, generator=g)
-    w = (w * pp.block_mask(w, sparsity, block=(16, 4)))[:n].contiguous()
-    if empty_row and n > 2:
-        w[1] = 0.0  # its group's slots hold zero weights: 15 of 16 rows still fill the tiles
-    return w
-
-
 def test_block_mask_16x4_keeps_the_largest_tiles():
     g = torch.Generator().manual_seed(0)
     w = torch.randn(32, 24, generator=g)
@@ -255,58 +277,6 @@ def test_tile_packs_are_detected():
     again = ops.SparsePacked(q.out_features, q.in_features, q.row_ptr, q.col_idx, q.values,
                              q.scale, q.dtype, q.block_ptr, q.k_block)
     assert again.is_tiles  # detected from the structure: a loaded state_dict keeps it
-
-
-@pytest.mark.parametrize("n,k", [(16, 64), (40, 128), (130, 516)])
-@pytest.mark.parametrize("m", [2, 15, 16, 17, 32, 33, 64])
-def test_tile_accumulators_bit_exact(isa, n, k, m):
-    w = _tile_pruned(n, k, 0.7, seed=n + k + m)
-    q = ops.sparse_pack(w, dtype=torch.int8)
-    assert q.is_tiles
-    wq = torch.round(w / q.scale[:, None]).clamp(-127, 127)
-    g = torch.Generator().manual_seed(m)
-    xq = torch.randint(0, 256, (m, k), dtype=torch.uint8, generator=g)
-    zp = torch.randint(0, 256, (m,), dtype=torch.int32, generator=g)
-    assert torch.equal(ops.sparse_q8_accumulate(xq, zp, q).long(),
-                       R.sparse_q8_accumulate(xq, zp, wq))
-
-
-def test_tile_accumulators_blocked_and_threads(isa, threads):
-    w = _tile_pruned(150, 1024, 0.9, seed=3)
-    g = torch.Generator().manual_seed(4)
-    xq = torch.randint(0, 256, (45, 1024), dtype=torch.uint8, generator=g)
-    zp = torch.randint(0, 256, (45,), dtype=torch.int32, generator=g)
-    for k_block in (None, 256):  # the tiles are derived from either storage order
-        q = ops.sparse_pack(w, dtype=torch.int8, k_block=k_block)
-        assert q.is_tiles
-        wq = torch.round(w / q.scale[:, None]).clamp(-127, 127)
-        assert torch.equal(ops.sparse_q8_accumulate(xq, zp, q).long(),
-                           R.sparse_q8_accumulate(xq, zp, wq)), k_block
-
-
-def test_tile_no_overflow_at_the_int32_limit(isa):
-    from pyquant.ops_sparse import _MAX_INT8_ROW_NNZ
-    k = _MAX_INT8_ROW_NNZ // 4 * 4
-    w = torch.ones(16, k)
-    w[1::2] = -1.0
-    q = ops.sparse_pack(w, dtype=torch.int8)
-    assert q.is_tiles
-    xq = torch.tensor([[255] * k, [0] * k], dtype=torch.uint8)
-    zp = torch.tensor([0, 255], dtype=torch.int32)
-    ref = R.sparse_q8_accumulate(xq, zp, torch.round(w / q.scale[:, None]))
-    assert int(ref.abs().max()) > 2**31 - 2**22
-    assert torch.equal(ops.sparse_q8_accumulate(xq, zp, q).long(), ref)
-
-
-@pytest.mark.parametrize("m", [1, 3, 32, 50])
-def test_tile_linear_equals_the_pair_path(isa, threads, m):
-    w = _tile_pruned(70, 128, 0.8, seed=7)
-    x = torch.randn(2, m, 128) * 3
-    b = torch.randn(70)
-    tiles = ops.sparse_pack(w, dtype=torch.int8)
-    assert tiles.is_tiles
-    pairs = ops.sparse_pack(w, dtype=torch.int8, block=1)
-    assert torch.equal(ops.sparse_linear(x, tiles, b), ops.sparse_linear(x, pairs, b))
 
 
 def test_tile_kernel_is_used_where_vnni_is():
