@@ -346,3 +346,6 @@ def test_kernel_names_in_cpu_info(isa):
     assert names["qs16_spmv_csr"] == f"qs16_spmv_csr__{suffix}"
     assert names.get("qu8x4_spmv_csr") == ("qu8x4_spmv_csr__avx512vnni"
                                            if isa in ("avx512vnni", "amx") else None)
+    assert names.get("qu8x4_spmm_tiles") == ("qu8x4_spmm_tiles__avx512vnni"
+                                             if isa in ("avx512vnni", "amx") else None)
+    assert names["f32_tile_transpose"] == f"f32_tile_transpose__{suffix}"

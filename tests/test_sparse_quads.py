@@ -191,12 +191,13 @@ def test_quad_linear_equals_the_pair_path(isa, threads, layout, m):
     assert torch.allclose(y, ref, rtol=1e-5, atol=1e-5)
 
 
-def test_quad_kernel_is_used_where_vnni_is():
+@pytest.mark.parametrize("op", ["qu8x4_spmm_csr", "qu8x4_spmv_csr", "qu8x4_spmm_tiles"])
+def test_quad_kernels_are_used_where_vnni_is(op):
     names = pyquant.cpu_info()["kernels"]
     if "avx512vnni" in pyquant.supported_isas():
-        assert names["qu8x4_spmm_csr"] == "qu8x4_spmm_csr__avx512vnni"
+        assert names[op] == f"{op}__avx512vnni"
     else:
-        assert "qu8x4_spmm_csr" not in names  # the pair kernel runs quad packs
+        assert op not in names  # the pair kernel runs quad and tile packs
 
 
 def test_sparse_quant_linear_keeps_quads_through_state_dict():
@@ -277,14 +278,6 @@ def test_tile_packs_are_detected():
     again = ops.SparsePacked(q.out_features, q.in_features, q.row_ptr, q.col_idx, q.values,
                              q.scale, q.dtype, q.block_ptr, q.k_block)
     assert again.is_tiles  # detected from the structure: a loaded state_dict keeps it
-
-
-def test_tile_kernel_is_used_where_vnni_is():
-    names = pyquant.cpu_info()["kernels"]
-    if "avx512vnni" in pyquant.supported_isas():
-        assert names["qu8x4_spmm_tiles"] == "qu8x4_spmm_tiles__avx512vnni"
-    else:
-        assert "qu8x4_spmm_tiles" not in names  # quad packs take the pair kernel
 
 
 def test_stores_tiles_agrees_with_the_pack():
