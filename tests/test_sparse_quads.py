@@ -310,3 +310,31 @@ def test_sparsify_quantized_takes_tile_layers_with_their_own_break_even():
     assert isinstance(model[0], pyquant.nn.SparseQuantLinear) and model[0]._packed.is_tiles
     assert model[0]._packed.nnz == 3 * 64
     assert type(model[2]) is nn.Linear
+
+
+def test_binding_checks_the_quad_and_tile_views():
+    from pyquant import _C
+    w = _tile_pruned(40, 64, 0.75)
+    q = ops.sparse_pack(w, dtype=torch.int8)
+    args = q._quad_args()
+    assert len(args) == 6
+    xq = torch.zeros(2, 64, dtype=torch.uint8)
+    zp = torch.zeros(2, dtype=torch.int32)
+
+    def call(quads):
+        out = torch.empty(2, 40, dtype=torch.int32)
+        _C.sparse_q8_accumulate(xq.numpy().reshape(-1), zp.numpy(), 2, q.row_ptr.numpy(),
+                                q.col_idx.numpy(), q.values.numpy(), 40, 64,
+                                out.numpy().reshape(-1), *q._block_args(), quads)
+        return out
+
+    assert torch.equal(call(args), call(args[:3]))  # x_q = zp = 0: all zeros either way
+    group_ptr, group_col, group_w = args[3:]
+    bad = {
+        "quads must be": args[:4],
+        "group_ptr must have": (*args[:3], group_ptr[:-1], group_col, group_w),
+        "group_w must have": (*args[:3], group_ptr, group_col, group_w[:-16]),
+    }
+    for message, quads in bad.items():
+        with pytest.raises(ValueError, match=message):
+            call(quads)
