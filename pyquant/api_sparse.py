@@ -6,7 +6,7 @@ at a lower throughput (indexed loads of the activations instead of a streamed, b
 GEMM). So sparse is faster when ``density < e``, ``e`` = sparse per-nonzero throughput / dense
 per-weight throughput, i.e. when ``sparsity > 1 - e``. ``e`` is measured once per process by
 a tiny timing (a 512 x 512 layer at 90% sparsity, ``rows`` = 32 rows by default, best of
-20 runs; ~30 ms; 1024 x 1024 below 8 rows, where the ~6 us call overhead would be a
+20 interleaved runs; ~30 ms; 1024 x 1024 below 8 rows, where the ~6 us call overhead would be a
 large part of a 512 x 512 call)
 against the layer the user would otherwise run: fp32 ``F.linear`` for the fp32 sparse kernel,
 the dense int8 ``QuantLinear`` for the sparse + int8 one (on an AMX CPU dense int8 is several
@@ -42,13 +42,17 @@ __all__ = ["break_even_sparsity", "sparsify_"]
 _BREAK_EVEN: dict = {}
 
 
-def _best_time(fn, reps: int = 20) -> float:  # calls of 20-100 us: 5 reps were noisy
-    fn()
-    best = float("inf")
-    for _ in range(reps):
-        t0 = time.perf_counter()
+def _best_times(fns, reps: int = 20) -> list:
+    """Best time of each of fns, the calls interleaved so that a drift of the machine's speed
+    hits them alike (calls of 20-100 us: 5 reps, one function after the other, were noisy)."""
+    for fn in fns:
         fn()
-        best = min(best, time.perf_counter() - t0)
+    best = [float("inf")] * len(fns)
+    for _ in range(reps):
+        for i, fn in enumerate(fns):
+            t0 = time.perf_counter()
+            fn()
+            best[i] = min(best[i], time.perf_counter() - t0)
     return best
 
 
@@ -102,8 +106,8 @@ def break_even_sparsity(quantized: bool = False, blocked=False, rows: int = 32) 
     else:
         dense = lambda v: torch.nn.functional.linear(v, w)  # noqa: E731
     with torch.inference_mode():
-        t_dense = _best_time(lambda: dense(x))
-        t_sparse = _best_time(lambda: ops.sparse_linear(x, packed, out=y))
+        t_dense, t_sparse = _best_times([lambda: dense(x),
+                                         lambda: ops.sparse_linear(x, packed, out=y)])
     # t_sparse = density * c_s, t_dense = c_d -> break-even density c_d / c_s.
     e = t_dense * density / max(t_sparse, 1e-12)
     _BREAK_EVEN[key] = float(min(0.98, max(0.5, 1.0 - e)))
