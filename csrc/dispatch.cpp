@@ -49,6 +49,15 @@ Kernels make_table(Isa isa) {
     case Isa::avx512vnni:
     case Isa::amx: PYQUANT_USE(avx512, "avx512", f32_tile_transpose) break;
   }
+  // The int8 one (int32 tile -> scaled fp32): AVX-512 (its multiply with explicit rounding
+  // keeps GCC from fusing it with the bias add; AVX2 has no such form), else scalar.
+  switch (isa) {
+    case Isa::scalar:
+    case Isa::avx2: PYQUANT_USE(ref, "scalar", qs32_f32_tile_transpose) break;
+    case Isa::avx512:
+    case Isa::avx512vnni:
+    case Isa::amx: PYQUANT_USE(avx512, "avx512", qs32_f32_tile_transpose) break;
+  }
   // M = 1 int8 pairs (gathers, memory bound): the AVX-512 kernel on every level from AVX-512 up.
   switch (isa) {
     case Isa::scalar: PYQUANT_USE(ref, "scalar", qs16_spmv_csr) break;

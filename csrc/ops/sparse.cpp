@@ -392,12 +392,11 @@ Status sparse_linear_q8(const SparseMatrix& w, const SparseBlocks& blocks, const
   tile_out.x_scale = xsp;
   tile_out.w_scale = w_scale;
   tile_out.bias = bias;
+  const Kernels& kt = kernels();
   run_int8(w, blocks, quads, xq, zp.data(), m, tile_out,
            [&](int64_t n0, int64_t n1, const Panel& p, const int32_t* tile) {
-             transpose_out(n0, n1, p, tile, [&](int64_t mi, int64_t ni, int32_t v) {
-               y[mi * n + ni] =
-                   static_cast<float>(v) * (xsp[mi] * w_scale[ni]) + (bias ? bias[ni] : 0.0f);
-             });
+             kt.qs32_f32_tile_transpose(tile, p.width, p.valid, n0, n1, xsp, w_scale, bias, y,
+                                        n, p.m0);
            });
   return Status::ok;
 }

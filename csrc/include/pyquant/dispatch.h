@@ -30,6 +30,7 @@ struct Kernels {
   SpmmF32Fn f32_spmm_csr = nullptr;
   SpmvF32Fn f32_spmv_csr = nullptr;
   TileTransposeF32Fn f32_tile_transpose = nullptr;
+  TileDequantizeFn qs32_f32_tile_transpose = nullptr;
   SpmmQ8Fn qs16_spmm_csr = nullptr;
   SpmvQ8Fn qs16_spmv_csr = nullptr;
   SpmmQu8x4Fn qu8x4_spmm_csr = nullptr;  // VNNI and up only; the op falls back to pairs

@@ -132,6 +132,12 @@ using SpmmF32Fn = void (*)(const SparseMatrix* w, int64_t n0, int64_t n1, const 
 using TileTransposeF32Fn = void (*)(const float* tile, int64_t width, int64_t valid, int64_t n0,
                                     int64_t n1, const float* bias, float* y, int64_t ldy,
                                     int64_t m0);
+// The int8 ops' epilogue: y[(m0 + j) * ldy + n] = float(tile[n * width + j]) *
+// (x_scale[m0 + j] * w_scale[n]) + (bias ? bias[n] : 0), each product rounded (no FMA), for n
+// in [n0, n1) and j < valid; width 1 is the M = 1 row of accumulators.
+using TileDequantizeFn = void (*)(const int32_t* tile, int64_t width, int64_t valid, int64_t n0,
+                                  int64_t n1, const float* x_scale, const float* w_scale,
+                                  const float* bias, float* y, int64_t ldy, int64_t m0);
 // M = 1: y[n] = (accumulate ? y[n] : 0) + sum_{p in [begin[n], end[n])} values[p] * x[col[p]]
 // (+ bias[n] if bias) for n in [n0, n1).
 using SpmvF32Fn = void (*)(const SparseMatrix* w, int64_t n0, int64_t n1, const int64_t* begin,
@@ -219,6 +225,12 @@ using SpmvQu8x4Fn = void (*)(const QuadMatrix* w, int64_t n0, int64_t n1, const 
   void f32_tile_transpose(const float* tile, int64_t width, int64_t valid, int64_t n0,          \
                           int64_t n1, const float* bias, float* y, int64_t ldy, int64_t m0);    \
   }
+#define PYQUANT_DECLARE_TILE_DEQUANTIZE(ns)                                                     \
+  namespace ns {                                                                                \
+  void qs32_f32_tile_transpose(const int32_t* tile, int64_t width, int64_t valid, int64_t n0,   \
+                               int64_t n1, const float* x_scale, const float* w_scale,          \
+                               const float* bias, float* y, int64_t ldy, int64_t m0);           \
+  }
 
 namespace pyquant {
 PYQUANT_DECLARE_SPARSE_KERNELS(ref)
@@ -227,6 +239,8 @@ PYQUANT_DECLARE_SPARSE_KERNELS(avx512)
 PYQUANT_DECLARE_TILE_TRANSPOSE(ref)
 PYQUANT_DECLARE_TILE_TRANSPOSE(avx2)
 PYQUANT_DECLARE_TILE_TRANSPOSE(avx512)
+PYQUANT_DECLARE_TILE_DEQUANTIZE(ref)
+PYQUANT_DECLARE_TILE_DEQUANTIZE(avx512)
 #define PYQUANT_DECLARE_QUAD_KERNEL(ns)                                                         \
   namespace ns {                                                                                \
   void qu8x4_spmm_csr(const QuadMatrix* w, int64_t n0, int64_t n1, const int64_t* begin,        \

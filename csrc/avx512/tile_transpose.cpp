@@ -1,0 +1,110 @@
+// AVX-512 tile epilogues of the sparse ops (the contracts are in kernels.h), fp32 and int8:
+// 16 x 16 blocks transposed in registers (unpack, shuffle_ps, two rounds of shuffle_f32x4),
+// masked at the edges, instead of one scalar load, add and strided store per element.
+#include <immintrin.h>
+
+#include <cstdint>
+
+#include "pyquant/kernels.h"
+
+namespace pyquant {
+namespace avx512 {
+namespace {
+
+// r[i] = row i (16 floats) -> r[j] = column j.
+void transpose16(__m512 r[16]) {
+  __m512 t[16];
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  // Per 128-bit lane L, r[4i + c] = column 4L + c of rows 4i .. 4i + 3.
+  for (int i = 0; i < 4; ++i) {
+    r[4 * i] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+    r[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
+    r[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+    r[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+  }
+  for (int c = 0; c < 4; ++c) {
+    t[c] = _mm512_shuffle_f32x4(r[c], r[4 + c], 0x88);
+    t[4 + c] = _mm512_shuffle_f32x4(r[c], r[4 + c], 0xDD);
+    t[8 + c] = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0x88);
+    t[12 + c] = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0xDD);
+  }
+  for (int c = 0; c < 4; ++c) {
+    r[c] = _mm512_shuffle_f32x4(t[c], t[8 + c], 0x88);
+    r[8 + c] = _mm512_shuffle_f32x4(t[c], t[8 + c], 0xDD);
+    r[4 + c] = _mm512_shuffle_f32x4(t[4 + c], t[12 + c], 0x88);
+    r[12 + c] = _mm512_shuffle_f32x4(t[4 + c], t[12 + c], 0xDD);
+  }
+}
+
+}  // namespace
+
+void f32_tile_transpose(const float* tile, int64_t width, int64_t valid, int64_t n0, int64_t n1,
+                        const float* bias, float* y, int64_t ldy, int64_t m0) {
+  for (int64_t nb = n0; nb < n1; nb += 16) {
+    const int64_t rows = n1 - nb < 16 ? n1 - nb : 16;
+    const __mmask16 live = static_cast<__mmask16>(rows == 16 ? 0xFFFF : (1u << rows) - 1u);
+    const __m512 b = bias ? _mm512_maskz_loadu_ps(live, bias + nb) : _mm512_setzero_ps();
+    for (int64_t j0 = 0; j0 < valid; j0 += 16) {
+      const int64_t cols = width - j0 < 16 ? width - j0 : 16;  // readable tile columns
+      const __mmask16 in = static_cast<__mmask16>(cols == 16 ? 0xFFFF : (1u << cols) - 1u);
+      __m512 r[16];
+      for (int i = 0; i < 16; ++i)
+        r[i] = i < rows ? _mm512_maskz_loadu_ps(in, tile + (nb + i) * width + j0)
+                        : _mm512_setzero_ps();
+      transpose16(r);
+      const int64_t out = valid - j0 < 16 ? valid - j0 : 16;
+      for (int64_t j = 0; j < out; ++j)
+        _mm512_mask_storeu_ps(y + (m0 + j0 + j) * ldy + nb, live, _mm512_add_ps(r[j], b));
+    }
+  }
+}
+
+void qs32_f32_tile_transpose(const int32_t* tile, int64_t width, int64_t valid, int64_t n0,
+                             int64_t n1, const float* x_scale, const float* w_scale,
+                             const float* bias, float* y, int64_t ldy, int64_t m0) {
+  // The products rounded on their own, as the scalar epilogue does: the explicit-rounding
+  // multiply is opaque to GCC, which would contract a plain mul + add into one FMA.
+  const auto mul = [](__m512 a, __m512 b) {
+    return _mm512_mul_round_ps(a, b, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  };
+  if (width == 1) {  // M = 1: the accumulators are one contiguous row of y
+    const __m512 xs = _mm512_set1_ps(x_scale[m0]);
+    for (int64_t n = n0; n < n1; n += 16) {
+      const int64_t rows = n1 - n < 16 ? n1 - n : 16;
+      const __mmask16 live = static_cast<__mmask16>(rows == 16 ? 0xFFFF : (1u << rows) - 1u);
+      const __m512 s = mul(xs, _mm512_maskz_loadu_ps(live, w_scale + n));
+      const __m512 b = bias ? _mm512_maskz_loadu_ps(live, bias + n) : _mm512_setzero_ps();
+      const __m512 v = _mm512_cvtepi32_ps(_mm512_maskz_loadu_epi32(live, tile + n));
+      _mm512_mask_storeu_ps(y + m0 * ldy + n, live, _mm512_add_ps(mul(v, s), b));
+    }
+    return;
+  }
+  for (int64_t nb = n0; nb < n1; nb += 16) {
+    const int64_t rows = n1 - nb < 16 ? n1 - nb : 16;
+    const __mmask16 live = static_cast<__mmask16>(rows == 16 ? 0xFFFF : (1u << rows) - 1u);
+    const __m512 ws = _mm512_maskz_loadu_ps(live, w_scale + nb);
+    const __m512 b = bias ? _mm512_maskz_loadu_ps(live, bias + nb) : _mm512_setzero_ps();
+    for (int64_t j0 = 0; j0 < valid; j0 += 16) {
+      const int64_t cols = width - j0 < 16 ? width - j0 : 16;  // readable tile columns
+      const __mmask16 in = static_cast<__mmask16>(cols == 16 ? 0xFFFF : (1u << cols) - 1u);
+      __m512 r[16];
+      for (int i = 0; i < 16; ++i)
+        r[i] = i < rows ? _mm512_castsi512_ps(
+                              _mm512_maskz_loadu_epi32(in, tile + (nb + i) * width + j0))
+                        : _mm512_setzero_ps();
+      transpose16(r);  // moves bits only: the int32 lanes come through intact
+      const int64_t out = valid - j0 < 16 ? valid - j0 : 16;
+      for (int64_t j = 0; j < out; ++j) {
+        const __m512 s = mul(_mm512_set1_ps(x_scale[m0 + j0 + j]), ws);
+        const __m512 v = _mm512_cvtepi32_ps(_mm512_castps_si512(r[j]));
+        _mm512_mask_storeu_ps(y + (m0 + j0 + j) * ldy + nb, live, _mm512_add_ps(mul(v, s), b));
+      }
+    }
+  }
+}
+
+}  // namespace avx512
+}  // namespace pyquant
