@@ -1,26 +1,21 @@
 """``sparsify_``: swap pruned ``nn.Linear`` layers for sparse kernels where that is faster.
 
-Cost model (documented in pyquant/sparse_format.md): per output element the dense kernel
-does ``K`` multiply-adds at the dense GEMM's throughput; the sparse kernel does ``density * K``
-at a lower throughput (indexed loads of the activations instead of a streamed, blocked
-GEMM). So sparse is faster when ``density < e``, ``e`` = sparse per-nonzero throughput / dense
-per-weight throughput, i.e. when ``sparsity > 1 - e``. ``e`` is measured once per process by
-a tiny timing (a 512 x 512 layer at 90% sparsity, ``rows`` = 32 rows by default, best of
-20 interleaved runs; ~30 ms; 1024 x 1024 below 8 rows, where the ~6 us call overhead would be a
-large part of a 512 x 512 call)
-against the layer the user would otherwise run: fp32 ``F.linear`` for the fp32 sparse kernel,
-the dense int8 ``QuantLinear`` for the sparse + int8 one (on an AMX CPU dense int8 is several
-times faster than fp32, which moves the break-even up), with a 1 x 4 block-pruned weight for
-layers whose int8 pack stores quads (``prune.block_prune_``; VNNI runs them with a faster
-kernel, so they break even at a lower sparsity), and a 16 x 4 one for layers whose quads form
-16 x 4 tiles (``block=(16, 4)``, faster again). The batch matters: at one row every kernel
-streams its weights once (memory bound), and the break-even moves (measured on the AMX machine:
-sparse + int8 0.89 at one row against 0.93 at 32, fp32 0.5 against 0.70); pass ``rows`` for the
-batch the model will run at. The break-even
-sparsity is clamped to
-[0.5, 0.98] so a noisy timing cannot swap dense-ish layers or refuse very sparse ones. Pass
-``min_sparsity`` to skip the timing and use a fixed threshold (deterministic, what the tests
-do).
+``sparsify_`` decides per layer on this CPU (pyquant/sparse_format.md): a layer below 50%
+sparsity is never swapped, one at 98% or more always, and in between the sparse layer built
+from it is timed against the dense layer it would replace (fp32 ``nn.Linear`` for
+``SparseLinear``, the dense int8 ``QuantLinear`` for ``SparseQuantLinear``; on an AMX CPU dense
+int8 is several times faster than fp32) at the batch the model will run at (``rows``, default
+32; 1 for token-by-token decoding), calls interleaved, ~20 ms a layer. Layers of the same
+shape, kind (fp32, int8 entries, 1 x 4 quads, 16 x 4 tiles) and sparsity (to 1%) share one
+timing. Pass ``min_sparsity`` to skip the timing and use a fixed threshold (deterministic, what
+the tests do).
+
+``break_even_sparsity`` is the shape-free estimate behind an earlier version of ``sparsify_``:
+one 512 x 512 layer at 90% sparsity, timed once per process, gives the sparsity above which
+the sparse kernel's per-nonzero cost beats the dense kernel's per-weight cost (clamped to
+[0.5, 0.98]). On small layers the per-call costs dominate it, so it errs high for large layers
+(here, one thread, 32 rows: 0.74-0.78 fp32 while a 4096 x 4096 fp32 layer is already 1.3x
+faster sparse at 50%); it stays for a quick estimate.
 """
 
 from __future__ import annotations
@@ -118,6 +113,39 @@ def _sparsity(weight: torch.Tensor) -> float:
     return float((weight == 0).sum()) / max(weight.numel(), 1)
 
 
+# sparsify_ decides by timing only in between: below it a layer is never swapped, above it
+# always (a noisy timing can neither swap a near-dense layer nor refuse a very sparse one).
+_TIMED_RANGE = (0.5, 0.98)
+_DECISIONS: dict = {}  # (layer kind, n, k, sparsity to 1%, rows) -> sparse is faster
+
+
+def _layout(w: torch.Tensor, quantize: bool) -> str:
+    if not quantize:
+        return "f32"
+    return "tiles" if stores_tiles(w) else "quads" if stores_quads(w) else "pairs"
+
+
+def _decision_key(w: torch.Tensor, quantize: bool, rows: int, sparsity: float) -> tuple:
+    """Layers of the same kind, shape and sparsity (to 1%) share one timing."""
+    return (_layout(w, quantize), w.shape[0], w.shape[1], round(sparsity, 2), rows)
+
+
+def _sparse_is_faster(key: tuple, child: nn.Linear, candidate: nn.Module, quantize: bool,
+                      rows: int) -> bool:
+    """Times the built sparse layer against the dense layer it would replace (fp32 ``Linear``,
+    or ``QuantLinear`` with quantize) at ``rows`` rows, calls interleaved, ~20 ms a layer."""
+    w = child.weight.detach()
+    if key not in _DECISIONS:
+        dense = QuantLinear.from_float(child) if quantize else child
+        x = torch.randn(rows, w.shape[1], generator=torch.Generator().manual_seed(0))
+        with torch.inference_mode():
+            once = _best_times([lambda: dense(x), lambda: candidate(x)], reps=1)
+            reps = int(min(20, max(3, 0.02 / max(sum(once), 1e-9))))
+            t_dense, t_sparse = _best_times([lambda: dense(x), lambda: candidate(x)], reps)
+        _DECISIONS[key] = t_sparse < t_dense
+    return _DECISIONS[key]
+
+
 def sparsify_(model: nn.Module, *, min_sparsity: Optional[float] = None,
               filter_fn: Optional[Callable[[nn.Module, str], bool]] = None,
               quantize: bool = False, rows: int = 32) -> nn.Module:
@@ -126,12 +154,16 @@ def sparsify_(model: nn.Module, *, min_sparsity: Optional[float] = None,
     Args:
         model: the model (a bare ``nn.Linear`` cannot be swapped in place: wrap it).
         min_sparsity: swap layers whose weight has at least this fraction of exact zeros;
-            None: use :func:`break_even_sparsity` (measured once on this CPU).
+            None: decide per layer on this CPU: below 50% sparsity never, from 98% always, in
+            between by timing the sparse layer against the dense one at ``rows`` rows (its own
+            shape and sparsity, ~20 ms a layer, shared by layers of the same shape, kind and
+            sparsity).
         filter_fn: optional ``filter_fn(module, fully_qualified_name) -> bool``; layers for
             which it returns False stay dense.
-        quantize: use ``SparseQuantLinear`` (sparse + int8) instead of ``SparseLinear``.
-        rows: (without min_sparsity) the batch the model will run at, for the break-even
-            timing; e.g. 1 for token-by-token decoding.
+        quantize: use ``SparseQuantLinear`` (sparse + int8, timed against the dense int8
+            ``QuantLinear``) instead of ``SparseLinear`` (against the fp32 ``Linear``).
+        rows: (without min_sparsity) the batch the model will run at, for the timing; e.g. 1
+            for token-by-token decoding.
 
     Returns:
         ``model`` (modified in place).
@@ -149,9 +181,6 @@ def sparsify_(model: nn.Module, *, min_sparsity: Optional[float] = None,
         if isinstance(min_sparsity, bool) or not isinstance(min_sparsity, (int, float)) or \
                 not 0.0 <= float(min_sparsity) <= 1.0:
             raise ValueError(f"min_sparsity must be a number in [0, 1], got {min_sparsity!r}")
-        threshold = float(min_sparsity)
-    else:
-        threshold = None  # per layer: int8 packs of 1 x 4 / 16 x 4 blocks have their own
     cls = SparseQuantLinear if quantize else SparseLinear
     targets = []
     for name, mod in model.named_modules():
@@ -161,14 +190,18 @@ def sparsify_(model: nn.Module, *, min_sparsity: Optional[float] = None,
             fqn = f"{name}.{child_name}" if name else child_name
             if filter_fn is not None and not filter_fn(child, fqn):
                 continue
-            w = child.weight.detach()
-            if threshold is not None:
-                t = threshold
-            else:
-                blocked = quantize and ("tiles" if stores_tiles(w) else stores_quads(w))
-                t = break_even_sparsity(quantize, blocked=blocked, rows=rows)
-            if _sparsity(w) >= t:
-                targets.append((mod, child_name, child))
-    for parent, child_name, child in targets:
-        setattr(parent, child_name, cls.from_float(child))
+            s = _sparsity(child.weight.detach())
+            if min_sparsity is not None:
+                if s >= float(min_sparsity):
+                    targets.append((mod, child_name, cls.from_float(child)))
+            elif s >= _TIMED_RANGE[1]:
+                targets.append((mod, child_name, cls.from_float(child)))
+            elif s >= _TIMED_RANGE[0]:
+                key = _decision_key(child.weight.detach(), quantize, rows, s)
+                if _DECISIONS.get(key, True):  # a layer known to be slower is not even packed
+                    candidate = cls.from_float(child)
+                    if _sparse_is_faster(key, child, candidate, quantize, rows):
+                        targets.append((mod, child_name, candidate))
+    for parent, child_name, layer in targets:
+        setattr(parent, child_name, layer)
     return model

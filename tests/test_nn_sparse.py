@@ -173,22 +173,39 @@ def test_sparsify_bad_args_and_default_threshold():
     assert type(net.a) is nn.Linear
 
 
-def test_sparsify_rows_calibrates_per_batch():
-    from pyquant import api_sparse
+def test_sparsify_rows_bad_values():
     for bad in (0, -1, 1.5, True, "1"):
         with pytest.raises(ValueError, match="rows"):
             sparsify_(_Net(), rows=bad)
         with pytest.raises(ValueError, match="rows"):
             break_even_sparsity(rows=bad)
-    api_sparse._BREAK_EVEN.pop((True, False, 1), None)
-    net = _Net()
+
+
+@pytest.mark.parametrize("quantize", [False, True])
+def test_sparsify_times_layers_in_between_and_shares_the_answer(quantize):
+    """Without min_sparsity: < 50% never swapped, >= 98% always, in between by the layer's own
+    timing at `rows`, one timing per (kind, shape, sparsity, rows). The test checks that the
+    swap follows the recorded decision, not which way the timing goes."""
+    from pyquant import api_sparse
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(),
+                        nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 256))
     with torch.no_grad():
-        net.a.weight[torch.rand_like(net.a.weight) < 0.99] = 0.0  # 99%: above any clamped value
-    sparsify_(net, quantize=True, rows=1)
-    assert isinstance(net.a, pyquant.nn.SparseQuantLinear)
-    # sparsify_ calibrated at its rows, cached apart from the default 32-row calibration.
-    one = api_sparse._BREAK_EVEN[(True, False, 1)]
-    assert 0.5 <= one <= 0.98 and break_even_sparsity(quantized=True, rows=1) == one
+        for i, s in ((0, 0.9), (2, 0.9), (4, 0.3), (6, 0.99)):
+            w = net[i].weight
+            w[w.abs() <= w.abs().flatten().kthvalue(int(s * w.numel())).values] = 0.0
+    api_sparse._DECISIONS.clear()
+    sparsify_(net, quantize=quantize, rows=3)
+    kind = "pairs" if quantize else "f32"
+    assert list(api_sparse._DECISIONS) == [(kind, 256, 256, 0.9, 3)]  # layers 0 and 2 share it
+    cls = pyquant.nn.SparseQuantLinear if quantize else pyquant.nn.SparseLinear
+    faster = api_sparse._DECISIONS[(kind, 256, 256, 0.9, 3)]
+    for i in (0, 2):
+        assert isinstance(net[i], cls) == faster
+    assert type(net[4]) is nn.Linear  # 30%: never
+    assert isinstance(net[6], cls)  # 99%: always, untimed
+    y = net(torch.randn(5, 256))
+    assert y.shape == (5, 256) and bool(torch.isfinite(y).all())
 
 
 def test_digits_pruned_90_sparsified_same_accuracy():

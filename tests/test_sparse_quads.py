@@ -216,7 +216,7 @@ def test_sparse_quant_linear_keeps_quads_through_state_dict():
     assert torch.equal(fresh(x), y)
 
 
-def test_sparsify_quantized_takes_blocked_layers_with_their_own_break_even():
+def test_break_even_of_quads_and_sparsify_keeps_them():
     from pyquant.api_sparse import break_even_sparsity, sparsify_
     from pyquant.ops_sparse import stores_quads
     from pyquant import api_sparse
@@ -235,9 +235,16 @@ def test_sparsify_quantized_takes_blocked_layers_with_their_own_break_even():
     g = torch.Generator().manual_seed(2)
     unstructured = torch.randn(32, 64, generator=g) * (torch.rand(32, 64, generator=g) > 0.9)
     assert not stores_quads(unstructured)
-    sparsify_(model, quantize=True)  # 99% is above any clamped break-even
+    sparsify_(model, quantize=True)  # 99%: swapped without timing
     assert isinstance(model[0], pyquant.nn.SparseQuantLinear) and model[0]._packed.is_quads
     assert type(model[2]) is nn.Linear  # dense weight: stays dense
+    # In the timed range, quad layers are timed as their own kind.
+    lin = nn.Sequential(nn.Linear(64, 32))
+    with torch.no_grad():
+        lin[0].weight.mul_(pp.block_mask(lin[0].weight, 0.75))
+    api_sparse._DECISIONS.clear()
+    sparsify_(lin, quantize=True)
+    assert list(api_sparse._DECISIONS) == [("quads", 32, 64, 0.75, 32)]
 
 
 # ------------------------------------------------------------------ 16 x 4 tiles
@@ -294,7 +301,7 @@ def test_stores_tiles_agrees_with_the_pack():
     assert not stores_tiles(half) and not ops.sparse_pack(half, dtype=torch.int8).is_tiles
 
 
-def test_sparsify_quantized_takes_tile_layers_with_their_own_break_even():
+def test_break_even_of_tiles_and_sparsify_keeps_them():
     from pyquant.api_sparse import break_even_sparsity, sparsify_
     from pyquant import api_sparse
     tiles = break_even_sparsity(quantized=True, blocked="tiles")
@@ -310,6 +317,12 @@ def test_sparsify_quantized_takes_tile_layers_with_their_own_break_even():
     assert isinstance(model[0], pyquant.nn.SparseQuantLinear) and model[0]._packed.is_tiles
     assert model[0]._packed.nnz == 3 * 64
     assert type(model[2]) is nn.Linear
+    lin = nn.Sequential(nn.Linear(256, 64))
+    with torch.no_grad():
+        lin[0].weight.mul_(pp.block_mask(lin[0].weight, 0.75, block=(16, 4)))
+    api_sparse._DECISIONS.clear()
+    sparsify_(lin, quantize=True)
+    assert list(api_sparse._DECISIONS) == [("tiles", 64, 256, 0.75, 32)]
 
 
 def test_binding_checks_the_quad_and_tile_views():
