@@ -39,71 +39,72 @@ void transpose16(__m512 r[16]) {
   }
 }
 
-}  // namespace
+inline __mmask16 first_lanes(int64_t count) {
+  return static_cast<__mmask16>(count >= 16 ? 0xFFFF : (1u << count) - 1u);
+}
 
-void f32_tile_transpose(const float* tile, int64_t width, int64_t valid, int64_t n0, int64_t n1,
-                        const float* bias, float* y, int64_t ldy, int64_t m0) {
+// The shared walk of both epilogues: 16 x 16 blocks of the tile (read as 32-bit lanes; the
+// transpose moves bits only, so int32 accumulators come through intact), then for column j of
+// the panel and rows nb .. nb + 15 (mask live) y's row gets finish(lanes, j, nb, live).
+template <typename Finish>
+void transpose_blocks(const void* tile, int64_t width, int64_t valid, int64_t n0, int64_t n1,
+                      float* y, int64_t ldy, int64_t m0, Finish finish) {
+  const auto* t = static_cast<const float*>(tile);
   for (int64_t nb = n0; nb < n1; nb += 16) {
     const int64_t rows = n1 - nb < 16 ? n1 - nb : 16;
-    const __mmask16 live = static_cast<__mmask16>(rows == 16 ? 0xFFFF : (1u << rows) - 1u);
-    const __m512 b = bias ? _mm512_maskz_loadu_ps(live, bias + nb) : _mm512_setzero_ps();
+    const __mmask16 live = first_lanes(rows);
     for (int64_t j0 = 0; j0 < valid; j0 += 16) {
-      const int64_t cols = width - j0 < 16 ? width - j0 : 16;  // readable tile columns
-      const __mmask16 in = static_cast<__mmask16>(cols == 16 ? 0xFFFF : (1u << cols) - 1u);
+      const __mmask16 in = first_lanes(width - j0);  // readable tile columns
       __m512 r[16];
       for (int i = 0; i < 16; ++i)
-        r[i] = i < rows ? _mm512_maskz_loadu_ps(in, tile + (nb + i) * width + j0)
+        r[i] = i < rows ? _mm512_maskz_loadu_ps(in, t + (nb + i) * width + j0)
                         : _mm512_setzero_ps();
       transpose16(r);
       const int64_t out = valid - j0 < 16 ? valid - j0 : 16;
       for (int64_t j = 0; j < out; ++j)
-        _mm512_mask_storeu_ps(y + (m0 + j0 + j) * ldy + nb, live, _mm512_add_ps(r[j], b));
+        _mm512_mask_storeu_ps(y + (m0 + j0 + j) * ldy + nb, live,
+                              finish(r[j], j0 + j, nb, live));
     }
   }
+}
+
+// The products rounded on their own, as the scalar epilogue does: the explicit-rounding
+// multiply is opaque to GCC, which would contract a plain mul + add into one FMA.
+inline __m512 mul_rounded(__m512 a, __m512 b) {
+  return _mm512_mul_round_ps(a, b, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+}
+
+}  // namespace
+
+void f32_tile_transpose(const float* tile, int64_t width, int64_t valid, int64_t n0, int64_t n1,
+                        const float* bias, float* y, int64_t ldy, int64_t m0) {
+  transpose_blocks(tile, width, valid, n0, n1, y, ldy, m0,
+                   [bias](__m512 v, int64_t, int64_t nb, __mmask16 live) {
+                     const __m512 b =
+                         bias ? _mm512_maskz_loadu_ps(live, bias + nb) : _mm512_setzero_ps();
+                     return _mm512_add_ps(v, b);
+                   });
 }
 
 void qs32_f32_tile_transpose(const int32_t* tile, int64_t width, int64_t valid, int64_t n0,
                              int64_t n1, const float* x_scale, const float* w_scale,
                              const float* bias, float* y, int64_t ldy, int64_t m0) {
-  // The products rounded on their own, as the scalar epilogue does: the explicit-rounding
-  // multiply is opaque to GCC, which would contract a plain mul + add into one FMA.
-  const auto mul = [](__m512 a, __m512 b) {
-    return _mm512_mul_round_ps(a, b, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const auto finish = [&](__m512 lanes, int64_t j, int64_t nb, __mmask16 live) {
+    const __m512 s = mul_rounded(_mm512_set1_ps(x_scale[m0 + j]),
+                                 _mm512_maskz_loadu_ps(live, w_scale + nb));
+    const __m512 b = bias ? _mm512_maskz_loadu_ps(live, bias + nb) : _mm512_setzero_ps();
+    return _mm512_add_ps(mul_rounded(_mm512_cvtepi32_ps(_mm512_castps_si512(lanes)), s), b);
   };
   if (width == 1) {  // M = 1: the accumulators are one contiguous row of y
-    const __m512 xs = _mm512_set1_ps(x_scale[m0]);
+    const auto* lanes = reinterpret_cast<const float*>(tile);
     for (int64_t n = n0; n < n1; n += 16) {
-      const int64_t rows = n1 - n < 16 ? n1 - n : 16;
-      const __mmask16 live = static_cast<__mmask16>(rows == 16 ? 0xFFFF : (1u << rows) - 1u);
-      const __m512 s = mul(xs, _mm512_maskz_loadu_ps(live, w_scale + n));
-      const __m512 b = bias ? _mm512_maskz_loadu_ps(live, bias + n) : _mm512_setzero_ps();
-      const __m512 v = _mm512_cvtepi32_ps(_mm512_maskz_loadu_epi32(live, tile + n));
-      _mm512_mask_storeu_ps(y + m0 * ldy + n, live, _mm512_add_ps(mul(v, s), b));
+      const __mmask16 live = first_lanes(n1 - n);
+      const __m512 acc = _mm512_maskz_loadu_ps(live, lanes + n);
+      _mm512_mask_storeu_ps(y + m0 * ldy + n, live, finish(acc, 0, n, live));
     }
     return;
   }
-  for (int64_t nb = n0; nb < n1; nb += 16) {
-    const int64_t rows = n1 - nb < 16 ? n1 - nb : 16;
-    const __mmask16 live = static_cast<__mmask16>(rows == 16 ? 0xFFFF : (1u << rows) - 1u);
-    const __m512 ws = _mm512_maskz_loadu_ps(live, w_scale + nb);
-    const __m512 b = bias ? _mm512_maskz_loadu_ps(live, bias + nb) : _mm512_setzero_ps();
-    for (int64_t j0 = 0; j0 < valid; j0 += 16) {
-      const int64_t cols = width - j0 < 16 ? width - j0 : 16;  // readable tile columns
-      const __mmask16 in = static_cast<__mmask16>(cols == 16 ? 0xFFFF : (1u << cols) - 1u);
-      __m512 r[16];
-      for (int i = 0; i < 16; ++i)
-        r[i] = i < rows ? _mm512_castsi512_ps(
-                              _mm512_maskz_loadu_epi32(in, tile + (nb + i) * width + j0))
-                        : _mm512_setzero_ps();
-      transpose16(r);  // moves bits only: the int32 lanes come through intact
-      const int64_t out = valid - j0 < 16 ? valid - j0 : 16;
-      for (int64_t j = 0; j < out; ++j) {
-        const __m512 s = mul(_mm512_set1_ps(x_scale[m0 + j0 + j]), ws);
-        const __m512 v = _mm512_cvtepi32_ps(_mm512_castps_si512(r[j]));
-        _mm512_mask_storeu_ps(y + (m0 + j0 + j) * ldy + nb, live, _mm512_add_ps(mul(v, s), b));
-      }
-    }
-  }
+  transpose_blocks(tile, width, valid, n0, n1, y, ldy, m0, finish);
 }
 
 }  // namespace avx512
