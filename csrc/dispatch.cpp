@@ -41,13 +41,23 @@ Kernels make_table(Isa isa) {
       PYQUANT_USE_ALL(avx512, "avx512")
       break;
   }
-  // The fp32 tile epilogue: 8 x 8 (AVX2) or 16 x 16 (AVX-512) blocks transposed in registers.
+  // The fp32 panel pack and tile epilogue: 8 x 8 (AVX2) or 16 x 16 (AVX-512) blocks
+  // transposed in registers.
   switch (isa) {
-    case Isa::scalar: PYQUANT_USE(ref, "scalar", f32_tile_transpose) break;
-    case Isa::avx2: PYQUANT_USE(avx2, "avx2", f32_tile_transpose) break;
+    case Isa::scalar:
+      PYQUANT_USE(ref, "scalar", f32_tile_transpose)
+      PYQUANT_USE(ref, "scalar", f32_panel_pack)
+      break;
+    case Isa::avx2:
+      PYQUANT_USE(avx2, "avx2", f32_tile_transpose)
+      PYQUANT_USE(avx2, "avx2", f32_panel_pack)
+      break;
     case Isa::avx512:
     case Isa::avx512vnni:
-    case Isa::amx: PYQUANT_USE(avx512, "avx512", f32_tile_transpose) break;
+    case Isa::amx:
+      PYQUANT_USE(avx512, "avx512", f32_tile_transpose)
+      PYQUANT_USE(avx512, "avx512", f32_panel_pack)
+      break;
   }
   // The int8 one (int32 tile -> scaled fp32): AVX-512 (its multiply with explicit rounding
   // keeps GCC from fusing it with the bias add; AVX2 has no such form), else scalar.

@@ -349,5 +349,6 @@ def test_kernel_names_in_cpu_info(isa):
     assert names.get("qu8x4_spmm_tiles") == ("qu8x4_spmm_tiles__avx512vnni"
                                              if isa in ("avx512vnni", "amx") else None)
     assert names["f32_tile_transpose"] == f"f32_tile_transpose__{suffix}"
+    assert names["f32_panel_pack"] == f"f32_panel_pack__{suffix}"
     q_epilogue = "avx512" if isa in ("avx512", "avx512vnni", "amx") else "scalar"
     assert names["qs32_f32_tile_transpose"] == f"qs32_f32_tile_transpose__{q_epilogue}"

@@ -1,6 +1,6 @@
-// AVX2 fp32 tile epilogue of the sparse ops (the contract is in kernels.h): 8 x 8 blocks
-// transposed in registers (unpack, shuffle_ps, permute2f128); a last block of fewer than 8
-// rows goes element by element.
+// AVX2 transposes of the sparse ops (the contracts are in kernels.h): the fp32 activation panel
+// and the fp32 tile epilogue, 8 x 8 blocks transposed in registers (unpack, shuffle_ps,
+// permute2f128); edges of fewer than 8 go element by element.
 #include <immintrin.h>
 
 #include <cstdint>
@@ -51,6 +51,24 @@ void f32_tile_transpose(const float* tile, int64_t width, int64_t valid, int64_t
   for (int64_t j = 0; j < valid; ++j)
     for (int64_t n = nb; n < n1; ++n)
       y[(m0 + j) * ldy + n] = tile[n * width + j] + (bias ? bias[n] : 0.0f);
+}
+
+void f32_panel_pack(const float* x, int64_t k, int64_t m0, int64_t valid, int64_t width,
+                    int64_t k0, int64_t k1, float* panel) {
+  // k outer: each 8-column step of x fills 8 whole panel rows.
+  int64_t kk = k0;
+  for (; kk + 8 <= k1; kk += 8) {
+    for (int64_t j0 = 0; j0 < width; j0 += 8) {  // width is a multiple of 8
+      __m256 r[8];
+      for (int64_t i = 0; i < 8; ++i)
+        r[i] = j0 + i < valid ? _mm256_loadu_ps(x + (m0 + j0 + i) * k + kk) : _mm256_setzero_ps();
+      transpose8(r);
+      for (int c = 0; c < 8; ++c) _mm256_storeu_ps(panel + (kk + c) * width + j0, r[c]);
+    }
+  }
+  for (; kk < k1; ++kk)
+    for (int64_t j = 0; j < width; ++j)
+      panel[kk * width + j] = j < valid ? x[(m0 + j) * k + kk] : 0.0f;
 }
 
 }  // namespace avx2

@@ -1,6 +1,7 @@
-// AVX-512 tile epilogues of the sparse ops (the contracts are in kernels.h), fp32 and int8:
-// 16 x 16 blocks transposed in registers (unpack, shuffle_ps, two rounds of shuffle_f32x4),
-// masked at the edges, instead of one scalar load, add and strided store per element.
+// AVX-512 transposes of the sparse ops (the contracts are in kernels.h): the fp32 activation
+// panel and the fp32 and int8 tile epilogues, 16 x 16 blocks transposed in registers (unpack,
+// shuffle_ps, two rounds of shuffle_f32x4), masked at the edges, instead of one scalar load and
+// strided store per element.
 #include <immintrin.h>
 
 #include <cstdint>
@@ -105,6 +106,26 @@ void qs32_f32_tile_transpose(const int32_t* tile, int64_t width, int64_t valid, 
     return;
   }
   transpose_blocks(tile, width, valid, n0, n1, y, ldy, m0, finish);
+}
+
+void f32_panel_pack(const float* x, int64_t k, int64_t m0, int64_t valid, int64_t width,
+                    int64_t k0, int64_t k1, float* panel) {
+  // k outer: each 16-column step of x fills 16 whole panel rows (both halves of a 32-wide one).
+  for (int64_t kk = k0; kk < k1; kk += 16) {
+    const int64_t cols = k1 - kk < 16 ? k1 - kk : 16;
+    const __mmask16 in = first_lanes(cols);
+    for (int64_t j0 = 0; j0 < width; j0 += 16) {
+      const int64_t rows = valid - j0 < 16 ? (valid - j0 > 0 ? valid - j0 : 0) : 16;
+      const __mmask16 out = first_lanes(width - j0);  // 8 lanes when the panel is 8 or 24 wide
+      __m512 r[16];
+      for (int i = 0; i < 16; ++i)
+        r[i] = i < rows ? _mm512_maskz_loadu_ps(in, x + (m0 + j0 + i) * k + kk)
+                        : _mm512_setzero_ps();
+      transpose16(r);
+      for (int64_t c = 0; c < cols; ++c)
+        _mm512_mask_storeu_ps(panel + (kk + c) * width + j0, out, r[c]);
+    }
+  }
 }
 
 }  // namespace avx512

@@ -11,9 +11,6 @@
 #include <cstring>
 #include <vector>
 
-#if defined(__SSE2__)
-#include <xmmintrin.h>
-#endif
 
 #include "pyquant/dispatch.h"
 #include "pyquant/memory.h"
@@ -74,51 +71,6 @@ void pack_panel(const Src* x, int64_t k, const Panel& p, int64_t k0, int64_t k1,
     for (int64_t j = p.valid; j < p.width; ++j)
       for (int64_t kk = kb; kk < ke; ++kk) panel[kk * p.width + j] = Dst(0);
   }
-}
-
-// The fp32 panel (no conversion) with 4 x 4 SSE transposes: ~5x faster than the scalar loop
-// (x [256, 4096]: 0.4 vs 2.1 ms), which mattered at high sparsity where packing x and
-// unpacking y are a large part of the call. SSE is in the x86-64 baseline.
-void pack_panel_f32(const float* x, int64_t k, const Panel& p, int64_t k0, int64_t k1,
-                    float* panel) {
-#if defined(__SSE2__)
-  constexpr int64_t kBlock = 64;
-  const int64_t w = p.width;
-  for (int64_t kb = k0; kb < k1; kb += kBlock) {
-    const int64_t ke = std::min(k1, kb + kBlock);
-    int64_t j = 0;
-    for (; j + 4 <= p.valid; j += 4) {
-      const float* r0 = x + (p.m0 + j) * k;
-      const float *r1 = r0 + k, *r2 = r1 + k, *r3 = r2 + k;
-      int64_t kk = kb;
-      for (; kk + 4 <= ke; kk += 4) {
-        __m128 a = _mm_loadu_ps(r0 + kk), b = _mm_loadu_ps(r1 + kk);
-        __m128 c = _mm_loadu_ps(r2 + kk), d = _mm_loadu_ps(r3 + kk);
-        _MM_TRANSPOSE4_PS(a, b, c, d);
-        float* o = panel + kk * w + j;
-        _mm_storeu_ps(o, a);
-        _mm_storeu_ps(o + w, b);
-        _mm_storeu_ps(o + 2 * w, c);
-        _mm_storeu_ps(o + 3 * w, d);
-      }
-      for (; kk < ke; ++kk) {
-        float* o = panel + kk * w + j;
-        o[0] = r0[kk];
-        o[1] = r1[kk];
-        o[2] = r2[kk];
-        o[3] = r3[kk];
-      }
-    }
-    for (; j < p.valid; ++j) {
-      const float* row = x + (p.m0 + j) * k;
-      for (int64_t kk = kb; kk < ke; ++kk) panel[kk * w + j] = row[kk];
-    }
-    for (; j < w; ++j)
-      for (int64_t kk = kb; kk < ke; ++kk) panel[kk * w + j] = 0.0f;
-  }
-#else
-  pack_panel(x, k, p, k0, k1, panel, [](float v, int64_t) { return v; });
-#endif
 }
 
 // uint8 x_q rows [m0, m0 + valid) into the quad kernel's VNNI-order panel for columns
@@ -364,7 +316,7 @@ void sparse_linear_f32(const SparseMatrix& w, const SparseBlocks& blocks, const 
   run_tiles<float, float>(
       w, blocks, m, 8,
       [&](const Panel& p, int64_t k0, int64_t k1, float* dst) {
-        pack_panel_f32(x, w.k, p, k0, k1, dst);
+        kt.f32_panel_pack(x, w.k, p.m0, p.valid, p.width, k0, k1, dst);
       },
       [&](int64_t n0, int64_t n1, const int64_t* b, const int64_t* e, int64_t s, const float* pb,
           const Panel& p, float* tile, bool acc) {

@@ -501,6 +501,29 @@ void check_tile_dequantize() {
   }
 }
 
+// The AVX-512 and AVX2 fp32 panel packs against the scalar one: every width with valid
+// columns below it, K ranges with 16- and 8-column tails and an offset start: exact.
+void check_panel_pack() {
+  const int64_t k = 77, m = 40;
+  std::vector<float> x(m * k);
+  for (auto& v : x) v = static_cast<float>(static_cast<int32_t>(next_u32() % 2001) - 1000);
+  for (int64_t width : {8, 16, 24, 32}) {
+    for (int64_t valid : {width, width - 3, int64_t{1}}) {
+      for (const auto& range : {std::pair<int64_t, int64_t>{0, k}, {5, 70}, {9, 12}}) {
+        std::vector<float> pa(k * width, 7.0f), pb(pa), pc(pa);
+        pyquant::ref::f32_panel_pack(x.data(), k, 3, valid, width, range.first, range.second,
+                                     pa.data());
+        pyquant::avx512::f32_panel_pack(x.data(), k, 3, valid, width, range.first, range.second,
+                                        pb.data());
+        pyquant::avx2::f32_panel_pack(x.data(), k, 3, valid, width, range.first, range.second,
+                                      pc.data());
+        check(pa == pb, "f32_panel_pack avx512", width * (range.second - range.first));
+        check(pa == pc, "f32_panel_pack avx2", width * (range.second - range.first));
+      }
+    }
+  }
+}
+
 }  // namespace
 
 // Families added later register their checks here.
@@ -513,6 +536,7 @@ int main() {
   check_quad_tiles();
   check_tile_transpose();
   check_tile_dequantize();
+  check_panel_pack();
   check_gemm();
   std::printf("%d passed, %d failed\n", passed, failed);
   return failed ? 1 : 0;

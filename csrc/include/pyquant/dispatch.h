@@ -30,6 +30,7 @@ struct Kernels {
   SpmmF32Fn f32_spmm_csr = nullptr;
   SpmvF32Fn f32_spmv_csr = nullptr;
   TileTransposeF32Fn f32_tile_transpose = nullptr;
+  PanelPackF32Fn f32_panel_pack = nullptr;
   TileDequantizeFn qs32_f32_tile_transpose = nullptr;
   SpmmQ8Fn qs16_spmm_csr = nullptr;
   SpmvQ8Fn qs16_spmv_csr = nullptr;

@@ -132,6 +132,10 @@ using SpmmF32Fn = void (*)(const SparseMatrix* w, int64_t n0, int64_t n1, const 
 using TileTransposeF32Fn = void (*)(const float* tile, int64_t width, int64_t valid, int64_t n0,
                                     int64_t n1, const float* bias, float* y, int64_t ldy,
                                     int64_t m0);
+// The fp32 ops' activation panel: panel[kk * width + j] = x[(m0 + j) * k + kk] for j < valid,
+// 0 for valid <= j < width, kk in [k0, k1) (x is [M, k] row-major; width a multiple of 8).
+using PanelPackF32Fn = void (*)(const float* x, int64_t k, int64_t m0, int64_t valid,
+                                int64_t width, int64_t k0, int64_t k1, float* panel);
 // The int8 ops' epilogue: y[(m0 + j) * ldy + n] = float(tile[n * width + j]) *
 // (x_scale[m0 + j] * w_scale[n]) + (bias ? bias[n] : 0), each product rounded (no FMA), for n
 // in [n0, n1) and j < valid; width 1 is the M = 1 row of accumulators.
@@ -225,6 +229,11 @@ using SpmvQu8x4Fn = void (*)(const QuadMatrix* w, int64_t n0, int64_t n1, const 
   void f32_tile_transpose(const float* tile, int64_t width, int64_t valid, int64_t n0,          \
                           int64_t n1, const float* bias, float* y, int64_t ldy, int64_t m0);    \
   }
+#define PYQUANT_DECLARE_PANEL_PACK(ns)                                                          \
+  namespace ns {                                                                                \
+  void f32_panel_pack(const float* x, int64_t k, int64_t m0, int64_t valid, int64_t width,      \
+                      int64_t k0, int64_t k1, float* panel);                                    \
+  }
 #define PYQUANT_DECLARE_TILE_DEQUANTIZE(ns)                                                     \
   namespace ns {                                                                                \
   void qs32_f32_tile_transpose(const int32_t* tile, int64_t width, int64_t valid, int64_t n0,   \
@@ -239,6 +248,9 @@ PYQUANT_DECLARE_SPARSE_KERNELS(avx512)
 PYQUANT_DECLARE_TILE_TRANSPOSE(ref)
 PYQUANT_DECLARE_TILE_TRANSPOSE(avx2)
 PYQUANT_DECLARE_TILE_TRANSPOSE(avx512)
+PYQUANT_DECLARE_PANEL_PACK(ref)
+PYQUANT_DECLARE_PANEL_PACK(avx2)
+PYQUANT_DECLARE_PANEL_PACK(avx512)
 PYQUANT_DECLARE_TILE_DEQUANTIZE(ref)
 PYQUANT_DECLARE_TILE_DEQUANTIZE(avx512)
 #define PYQUANT_DECLARE_QUAD_KERNEL(ns)                                                         \
