@@ -10,6 +10,18 @@ import pyquant
 
 SUPPORTED_ISAS = pyquant.supported_isas()
 
+# The property tests draw whole arrays (up to ~40 x 100 values): hypothesis's health checks on
+# the size and speed of generation are about the strategies' cost, not the code under test, and
+# failed one CI run at random (data_too_large, seed-dependent). Correctness checks stay on.
+try:
+    from hypothesis import HealthCheck, settings
+
+    settings.register_profile(
+        "pyquant", suppress_health_check=[HealthCheck.data_too_large, HealthCheck.too_slow])
+    settings.load_profile("pyquant")
+except ImportError:  # hypothesis is a test extra; the tests that need it skip without it
+    pass
+
 
 def pytest_report_header(config):
     info = pyquant.cpu_info()
