@@ -199,15 +199,23 @@ void transpose_out(int64_t n0, int64_t n1, const Panel& p, const A* tile, F f) {
   }
 }
 
+// The quad kernels' zero points: one per panel column, 0 in the padding columns of the last
+// 16-column panel.
+std::vector<int32_t> padded_zero_points(const int32_t* zero_point, int64_t m) {
+  std::vector<int32_t> zp((m + 15) / 16 * 16, 0);
+  std::copy(zero_point, zero_point + m, zp.begin());
+  return zp;
+}
+
 // 16 x 4 tiles (M >= 2, VNNI): 16-column VNNI-order panels, tasks of whole 16-row groups with
-// about equal nonzeros, each group one pass over K per panel (no K blocks: the 16-column panel
-// is 16 * K bytes, 64 KB for K = 4096, and every row it loads serves 16 rows). The kernel
-// writes y (or the int32 accumulators) itself: no tile, no transpose.
+// about equal nonzeros, each group one pass over K per panel: the 16-column panel is 16 * K
+// bytes (64 KB at K = 4096) and every row it loads serves 16 rows. (In a standalone loop of
+// the kernel a 32 KB, L1-sized panel ran ~8% faster per quad than the 64 KB one: K blocks
+// might win that; not done.) The kernel writes y (or the int32 accumulators) itself.
 void run_quad_tiles(const SparseMatrix& w, const QuadMatrix& quads, const uint8_t* xq,
                     const int32_t* zero_point, int64_t m, const TileOut& out) {
   const Kernels& kt = kernels();
-  std::vector<int32_t> zp((m + 15) / 16 * 16, 0);  // 0 in the padding columns
-  std::copy(zero_point, zero_point + m, zp.begin());
+  const std::vector<int32_t> zp = padded_zero_points(zero_point, m);
   int64_t total = 0;
   const std::vector<Panel> panels = make_panels(m, w.k, &total, 16, 16);
   uint8_t* buf = scratch<uint8_t>(static_cast<size_t>(total), 1);
@@ -219,25 +227,34 @@ void run_quad_tiles(const SparseMatrix& w, const QuadMatrix& quads, const uint8_
   for (int64_t& b : bounds) b = (b + 15) / 16;  // in whole groups: 0 .. quads.groups
   ThreadPool::global().run(tasks, [&](int64_t t) {
     const int64_t g0 = bounds[t], g1 = bounds[t + 1];
+    if (g0 >= g1) return;
     for (const Panel& p : panels)
-      if (g0 < g1)
-        kt.qu8x4_spmm_tiles(&quads, w.n, g0, g1, buf + p.offset, p.m0, p.valid,
-                            zp.data() + p.m0, &out);
+      kt.qu8x4_spmm_tiles(&quads, w.n, g0, g1, buf + p.offset, p.m0, p.valid, zp.data() + p.m0,
+                          &out);
   });
 }
 
-// The int8 ops' shared body: x_q [m, k] uint8 with per-row zero points -> int32 tiles ->
-// finish(n0, n1, panel, tile).
+// The int8 ops' shared body: x_q [m, k] uint8 with per-row zero points -> `out`: the int32
+// accumulators (out.acc) or y = acc * (x_scale * w_scale) + bias (out.y). The tile paths
+// finish each task's tile into out; the tile kernel writes out itself.
 // Quad packs (1 x 4 blocks) where the CPU has the quad kernel: x_q as uint8 panels in VNNI
 // order (16-column multiples), each tile started at -zp * row_sum by the kernel; with 16 x 4
 // tiles (quads->groups), run_quad_tiles.
 // Otherwise pairs: int16 panels of x_q - zp in [-255, 255] (subtracting the zero point while
 // widening is free and removes gemmlowp's row-sum correction term).
-template <typename Finish>
 void run_int8(const SparseMatrix& w, const SparseBlocks& blocks, const QuadMatrix* quads,
-              const uint8_t* xq, const int32_t* zero_point, int64_t m, const TileOut& tile_out,
-              Finish finish) {
+              const uint8_t* xq, const int32_t* zero_point, int64_t m, const TileOut& out) {
   const Kernels& kt = kernels();
+  const int64_t n = w.n;
+  const auto finish = [&](int64_t n0, int64_t n1, const Panel& p, const int32_t* tile) {
+    if (out.acc == nullptr) {
+      kt.qs32_f32_tile_transpose(tile, p.width, p.valid, n0, n1, out.x_scale, out.w_scale,
+                                 out.bias, out.y, n, p.m0);
+    } else {
+      transpose_out(n0, n1, p, tile,
+                    [&](int64_t mi, int64_t ni, int32_t v) { out.acc[mi * n + ni] = v; });
+    }
+  };
   // M = 1: gather kernels into an int32 row of accumulators, handed to finish as a 1-wide
   // tile, instead of a panel of 8 (pairs) or 16 (quads) columns that are all padding but one:
   // pairs 2.3-2.6x faster at 50-99%, quads (VNNI) 1.7-1.9x at 80-95% (4096 x 4096, one
@@ -267,10 +284,9 @@ void run_int8(const SparseMatrix& w, const SparseBlocks& blocks, const QuadMatri
     return;
   }
   if (quads != nullptr && quads->groups > 0 && kt.qu8x4_spmm_tiles != nullptr)
-    return run_quad_tiles(w, *quads, xq, zero_point, m, tile_out);
+    return run_quad_tiles(w, *quads, xq, zero_point, m, out);
   if (quads != nullptr && kt.qu8x4_spmm_csr != nullptr) {
-    std::vector<int32_t> zp((m + 15) / 16 * 16, 0);  // 0 in the padding columns
-    std::copy(zero_point, zero_point + m, zp.begin());
+    const std::vector<int32_t> zp = padded_zero_points(zero_point, m);
     run_tiles<int32_t, uint8_t>(
         w, blocks, m, 16,
         [&](const Panel& p, int64_t k0, int64_t k1, uint8_t* dst) {
@@ -337,19 +353,12 @@ Status sparse_linear_q8(const SparseMatrix& w, const SparseBlocks& blocks, const
   std::vector<int32_t> zp(m);
   const Status st = dynamic_quantize(x, xq, QDtype::u8, m, w.k, xs.data(), zp.data());
   if (st != Status::ok) return st;
-  const int64_t n = w.n;
-  const float* xsp = xs.data();
-  TileOut tile_out;
-  tile_out.y = y;
-  tile_out.x_scale = xsp;
-  tile_out.w_scale = w_scale;
-  tile_out.bias = bias;
-  const Kernels& kt = kernels();
-  run_int8(w, blocks, quads, xq, zp.data(), m, tile_out,
-           [&](int64_t n0, int64_t n1, const Panel& p, const int32_t* tile) {
-             kt.qs32_f32_tile_transpose(tile, p.width, p.valid, n0, n1, xsp, w_scale, bias, y,
-                                        n, p.m0);
-           });
+  TileOut out;
+  out.y = y;
+  out.x_scale = xs.data();
+  out.w_scale = w_scale;
+  out.bias = bias;
+  run_int8(w, blocks, quads, xq, zp.data(), m, out);
   return Status::ok;
 }
 
@@ -357,14 +366,9 @@ void sparse_q8_accumulate(const SparseMatrix& w, const SparseBlocks& blocks, con
                           const int32_t* zero_point, int64_t m, int32_t* acc,
                           const QuadMatrix* quads) {
   if (m == 0 || w.n == 0) return;
-  const int64_t n = w.n;
-  TileOut tile_out;
-  tile_out.acc = acc;
-  run_int8(w, blocks, quads, xq, zero_point, m, tile_out,
-           [&](int64_t n0, int64_t n1, const Panel& p, const int32_t* tile) {
-             transpose_out(n0, n1, p, tile,
-                           [&](int64_t mi, int64_t ni, int32_t v) { acc[mi * n + ni] = v; });
-           });
+  TileOut out;
+  out.acc = acc;
+  run_int8(w, blocks, quads, xq, zero_point, m, out);
 }
 
 }  // namespace pyquant

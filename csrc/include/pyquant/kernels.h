@@ -189,7 +189,7 @@ using SpmmQu8x4Fn = void (*)(const QuadMatrix* w, int64_t n0, int64_t n1, const 
 // Row r of group g and column j accumulate -zp[j] * row_sum[n] + the group's quad weights .
 // x_q in int32 (n = 16g + r < N); the kernel then writes them straight into the [M, N] output,
 // no tile: out.acc[(m0 + j) * N + n] as int32, or (out.acc null) out.y as float
-// acc * x_scale[m0 + j] * w_scale[n] (+ bias[n]).
+// acc * (x_scale[m0 + j] * w_scale[n]) (+ bias[n]), rounded as qs32_f32_tile_transpose.
 // Vectors run along the group's 16 rows: each quad's 16 weights are one 64-byte load and each
 // column's 4 inputs one broadcast, so the 16 columns' results are 16 contiguous outputs.
 struct TileOut {
