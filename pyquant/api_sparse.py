@@ -28,7 +28,7 @@ from torch import nn
 
 from pyquant import ops
 from pyquant.nn.quant_linear import QuantLinear
-from pyquant.ops_sparse import stores_quads, stores_tiles
+from pyquant.ops_sparse import stores_quads_and_tiles
 from pyquant.prune import block_mask
 from pyquant.nn.sparse import SparseLinear, SparseQuantLinear
 
@@ -122,7 +122,8 @@ _DECISIONS: dict = {}  # (layer kind, n, k, sparsity to 1%, rows) -> sparse is f
 def _layout(w: torch.Tensor, quantize: bool) -> str:
     if not quantize:
         return "f32"
-    return "tiles" if stores_tiles(w) else "quads" if stores_quads(w) else "pairs"
+    quads, tiles = stores_quads_and_tiles(w)
+    return "tiles" if tiles else "quads" if quads else "pairs"
 
 
 def _decision_key(w: torch.Tensor, quantize: bool, rows: int, sparsity: float) -> tuple:
@@ -134,10 +135,9 @@ def _sparse_is_faster(key: tuple, child: nn.Linear, candidate: nn.Module, quanti
                       rows: int) -> bool:
     """Times the built sparse layer against the dense layer it would replace (fp32 ``Linear``,
     or ``QuantLinear`` with quantize) at ``rows`` rows, calls interleaved, ~20 ms a layer."""
-    w = child.weight.detach()
     if key not in _DECISIONS:
         dense = QuantLinear.from_float(child) if quantize else child
-        x = torch.randn(rows, w.shape[1], generator=torch.Generator().manual_seed(0))
+        x = torch.randn(rows, child.in_features, generator=torch.Generator().manual_seed(0))
         with torch.inference_mode():
             once = _best_times([lambda: dense(x), lambda: candidate(x)], reps=1)
             reps = int(min(20, max(3, 0.02 / max(sum(once), 1e-9))))
@@ -181,6 +181,8 @@ def sparsify_(model: nn.Module, *, min_sparsity: Optional[float] = None,
         if isinstance(min_sparsity, bool) or not isinstance(min_sparsity, (int, float)) or \
                 not 0.0 <= float(min_sparsity) <= 1.0:
             raise ValueError(f"min_sparsity must be a number in [0, 1], got {min_sparsity!r}")
+    # A fixed threshold is a timed range of width 0: below it never, from it always.
+    lo, hi = (float(min_sparsity),) * 2 if min_sparsity is not None else _TIMED_RANGE
     cls = SparseQuantLinear if quantize else SparseLinear
     targets = []
     for name, mod in model.named_modules():
@@ -191,12 +193,9 @@ def sparsify_(model: nn.Module, *, min_sparsity: Optional[float] = None,
             if filter_fn is not None and not filter_fn(child, fqn):
                 continue
             s = _sparsity(child.weight.detach())
-            if min_sparsity is not None:
-                if s >= float(min_sparsity):
-                    targets.append((mod, child_name, cls.from_float(child)))
-            elif s >= _TIMED_RANGE[1]:
+            if s >= hi:
                 targets.append((mod, child_name, cls.from_float(child)))
-            elif s >= _TIMED_RANGE[0]:
+            elif s >= lo:
                 key = _decision_key(child.weight.detach(), quantize, rows, s)
                 if _DECISIONS.get(key, True):  # a layer known to be slower is not even packed
                     candidate = cls.from_float(child)

@@ -188,13 +188,10 @@ class SparsePacked:
         block=(16, 4))``); else ``()``."""
         n, kq = self.out_features, self.in_features // 4
         groups = -(-n // 16)
-        key = (quad_row // 16) * kq + quad_col
-        union, slot = torch.unique(key, sorted=True, return_inverse=True)
-        group_rows = torch.full((groups,), 16, dtype=torch.int64)
-        group_rows[-1] = n - 16 * (groups - 1)
-        group_of = union // kq
-        if quad_row.numel() < _AUTO_QUAD_FILL * int(group_rows[group_of].sum()):
+        union, slot = _group_quads(quad_row, quad_col, kq)
+        if not _fills_tiles(quad_row.numel(), union, n, kq):
             return ()
+        group_of = union // kq
         group_w = torch.zeros(union.numel(), 16, dtype=torch.int32)
         group_w[slot, quad_row % 16] = quad_w
         group_ptr = torch.zeros(groups + 1, dtype=torch.int64)
@@ -391,21 +388,36 @@ def stores_quads(w: torch.Tensor) -> bool:
     return _fills_quads(mask, _nonzero_quads(mask))
 
 
-def stores_tiles(w: torch.Tensor) -> bool:
-    """Whether ``sparse_pack(w, dtype=torch.int8)`` of the 2-d weight w stores quads whose
-    16-row groups share them (16 x 4 tiles, ``SparsePacked.is_tiles``), by the pack's rules
-    applied to w's exact zeros (see :func:`stores_quads`)."""
+def _group_quads(quad_row: torch.Tensor, quad_col: torch.Tensor, kq: int):
+    """The 16-row groups' quads: ``(union, slot)``, the sorted distinct ``group * kq + col``
+    keys of the groups' quads and each quad's index among them."""
+    return torch.unique((quad_row // 16) * kq + quad_col, sorted=True, return_inverse=True)
+
+
+def _fills_tiles(quads: int, union: torch.Tensor, n: int, kq: int) -> bool:
+    """The tile rule: a pack of ``quads`` quads whose 16-row groups have the quad columns
+    ``union`` (from :func:`_group_quads`) is 16 x 4 tiles when the quads fill at least
+    _AUTO_QUAD_FILL of the groups' row x column slots (the last group has n % 16 rows)."""
+    group_rows = torch.clamp(n - 16 * (union // kq), max=16)
+    return quads >= _AUTO_QUAD_FILL * max(1, int(group_rows.sum()))
+
+
+def stores_quads_and_tiles(w: torch.Tensor) -> tuple:
+    """``(quads, tiles)``: whether ``sparse_pack(w, dtype=torch.int8)`` of the 2-d weight w
+    stores quads (:func:`stores_quads`), and whether their 16-row groups share them (16 x 4
+    tiles, ``SparsePacked.is_tiles``), by the pack's rules applied to w's exact zeros."""
     if not stores_quads(w):
-        return False
-    quads = _nonzero_quads(w != 0)
-    n = quads.shape[0]
-    pad = -n % 16
-    grouped = torch.cat([quads, quads.new_zeros(pad, quads.shape[1])]).reshape(-1, 16,
-                                                                                quads.shape[1])
-    rows = torch.full((grouped.shape[0],), 16)
-    rows[-1] = 16 - pad
-    slots = int((grouped.any(1).sum(1) * rows).sum())
-    return int(quads.sum()) >= _AUTO_QUAD_FILL * max(1, slots)
+        return False, False
+    quad_row, quad_col = _nonzero_quads(w != 0).nonzero(as_tuple=True)
+    kq = w.shape[1] // 4
+    union, _ = _group_quads(quad_row, quad_col, kq)
+    return True, _fills_tiles(quad_row.numel(), union, w.shape[0], kq)
+
+
+def stores_tiles(w: torch.Tensor) -> bool:
+    """Whether ``sparse_pack(w, dtype=torch.int8)`` of the 2-d weight w stores 16 x 4 tiles
+    (see :func:`stores_quads_and_tiles`)."""
+    return stores_quads_and_tiles(w)[1]
 
 
 def sparse_pack(w: TensorLike, *, dtype: torch.dtype = torch.float32,
