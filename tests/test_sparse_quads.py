@@ -331,8 +331,9 @@ def test_binding_checks_the_quad_and_tile_views():
     q = ops.sparse_pack(w, dtype=torch.int8)
     args = q._quad_args()
     assert len(args) == 6
-    xq = torch.zeros(2, 64, dtype=torch.uint8)
-    zp = torch.zeros(2, dtype=torch.int32)
+    g = torch.Generator().manual_seed(5)
+    xq = torch.randint(0, 256, (2, 64), dtype=torch.uint8, generator=g)
+    zp = torch.randint(0, 256, (2,), dtype=torch.int32, generator=g)
 
     def call(quads):
         out = torch.empty(2, 40, dtype=torch.int32)
@@ -341,7 +342,11 @@ def test_binding_checks_the_quad_and_tile_views():
                                 out.numpy().reshape(-1), *q._block_args(), quads)
         return out
 
-    assert torch.equal(call(args), call(args[:3]))  # x_q = zp = 0: all zeros either way
+    # With or without the tile view (the tile kernel or the quad one on VNNI): the reference.
+    wq = torch.round(w / q.scale[:, None]).clamp(-127, 127)
+    ref = R.sparse_q8_accumulate(xq, zp, wq)
+    assert torch.equal(call(args).long(), ref)
+    assert torch.equal(call(args), call(args[:3]))
     group_ptr, group_col, group_w = args[3:]
     bad = {
         "quads must be": args[:4],
