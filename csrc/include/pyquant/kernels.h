@@ -224,15 +224,13 @@ using SpmvQu8x4Fn = void (*)(const QuadMatrix* w, int64_t n0, int64_t n1, const 
   void qs16_spmv_csr(const SparseMatrix* w, int64_t n0, int64_t n1, const int64_t* begin,       \
                      const int64_t* end, const int32_t* xz, int32_t* acc, bool accumulate);     \
   }
-#define PYQUANT_DECLARE_TILE_TRANSPOSE(ns)                                                      \
-  namespace ns {                                                                                \
-  void f32_tile_transpose(const float* tile, int64_t width, int64_t valid, int64_t n0,          \
-                          int64_t n1, const float* bias, float* y, int64_t ldy, int64_t m0);    \
-  }
-#define PYQUANT_DECLARE_PANEL_PACK(ns)                                                          \
+// The fp32 transposes (tile_transpose.cpp of ref, avx2, avx512): panel pack and epilogue.
+#define PYQUANT_DECLARE_F32_TRANSPOSES(ns)                                                      \
   namespace ns {                                                                                \
   void f32_panel_pack(const float* x, int64_t k, int64_t m0, int64_t valid, int64_t width,      \
                       int64_t k0, int64_t k1, float* panel);                                    \
+  void f32_tile_transpose(const float* tile, int64_t width, int64_t valid, int64_t n0,          \
+                          int64_t n1, const float* bias, float* y, int64_t ldy, int64_t m0);    \
   }
 #define PYQUANT_DECLARE_TILE_DEQUANTIZE(ns)                                                     \
   namespace ns {                                                                                \
@@ -245,12 +243,9 @@ namespace pyquant {
 PYQUANT_DECLARE_SPARSE_KERNELS(ref)
 PYQUANT_DECLARE_SPARSE_KERNELS(avx2)
 PYQUANT_DECLARE_SPARSE_KERNELS(avx512)
-PYQUANT_DECLARE_TILE_TRANSPOSE(ref)
-PYQUANT_DECLARE_TILE_TRANSPOSE(avx2)
-PYQUANT_DECLARE_TILE_TRANSPOSE(avx512)
-PYQUANT_DECLARE_PANEL_PACK(ref)
-PYQUANT_DECLARE_PANEL_PACK(avx2)
-PYQUANT_DECLARE_PANEL_PACK(avx512)
+PYQUANT_DECLARE_F32_TRANSPOSES(ref)
+PYQUANT_DECLARE_F32_TRANSPOSES(avx2)
+PYQUANT_DECLARE_F32_TRANSPOSES(avx512)
 PYQUANT_DECLARE_TILE_DEQUANTIZE(ref)
 PYQUANT_DECLARE_TILE_DEQUANTIZE(avx512)
 #define PYQUANT_DECLARE_QUAD_KERNEL(ns)                                                         \
