@@ -42,7 +42,7 @@ Kernels make_table(Isa isa) {
       break;
   }
   // The fp32 panel pack and tile epilogue: 8 x 8 (AVX2) or 16 x 16 (AVX-512) blocks
-  // transposed in registers.
+  // transposed in registers; and on AVX-512 the fp32 16 x 1 tile kernel (16 rows per zmm).
   switch (isa) {
     case Isa::scalar:
       PYQUANT_USE(ref, "scalar", f32_tile_transpose)
@@ -57,6 +57,7 @@ Kernels make_table(Isa isa) {
     case Isa::amx:
       PYQUANT_USE(avx512, "avx512", f32_tile_transpose)
       PYQUANT_USE(avx512, "avx512", f32_panel_pack)
+      PYQUANT_USE(avx512, "avx512", f32_spmm_tiles)
       break;
   }
   // The int8 one (int32 tile -> scaled fp32): AVX-512 (its multiply with explicit rounding

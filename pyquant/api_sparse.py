@@ -6,7 +6,7 @@ from it is timed against the dense layer it would replace (fp32 ``nn.Linear`` fo
 ``SparseLinear``, the dense int8 ``QuantLinear`` for ``SparseQuantLinear``; on an AMX CPU dense
 int8 is several times faster than fp32) at the batch the model will run at (``rows``, default
 32; 1 for token-by-token decoding), calls interleaved, ~20 ms a layer. Layers of the same
-shape, kind (fp32, int8 entries, 1 x 4 quads, 16 x 4 tiles) and sparsity (to 1%) share one
+shape, kind (fp32 entries or 16 x 1 tiles; int8 entries, 1 x 4 quads or 16 x 4 tiles) and sparsity (to 1%) share one
 timing. Pass ``min_sparsity`` to skip the timing and use a fixed threshold (deterministic, what
 the tests do).
 
@@ -28,7 +28,7 @@ from torch import nn
 
 from pyquant import ops
 from pyquant.nn.quant_linear import QuantLinear
-from pyquant.ops_sparse import stores_quads_and_tiles
+from pyquant.ops_sparse import stores_f32_tiles, stores_quads_and_tiles
 from pyquant.prune import block_mask
 from pyquant.nn.sparse import SparseLinear, SparseQuantLinear
 
@@ -121,7 +121,7 @@ _DECISIONS: dict = {}  # (layer kind, n, k, sparsity to 1%, rows) -> sparse is f
 
 def _layout(w: torch.Tensor, quantize: bool) -> str:
     if not quantize:
-        return "f32"
+        return "f32 tiles" if stores_f32_tiles(w) else "f32"
     quads, tiles = stores_quads_and_tiles(w)
     return "tiles" if tiles else "quads" if quads else "pairs"
 

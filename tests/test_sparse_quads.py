@@ -281,7 +281,8 @@ def test_tile_packs_are_detected():
     q4 = ops.sparse_pack(_block_pruned(40, 64, 0.75), dtype=torch.int8)
     assert q4.is_quads and not q4.is_tiles and "1x4 blocks" in repr(q4)
     assert not ops.sparse_pack(w, dtype=torch.int8, block=1).is_tiles
-    assert not ops.sparse_pack(w).is_tiles
+    # fp32: its 16-row groups share their columns too, so its fp32 pack is 16 x 1 tiles.
+    assert ops.sparse_pack(w).is_tiles and "16x1 blocks" in repr(ops.sparse_pack(w))
     again = ops.SparsePacked(q.out_features, q.in_features, q.row_ptr, q.col_idx, q.values,
                              q.scale, q.dtype, q.block_ptr, q.k_block)
     assert again.is_tiles  # detected from the structure: a loaded state_dict keeps it

@@ -179,7 +179,48 @@ void q32(const int16_t* values, const I* idx, int64_t n0, int64_t n1, const int6
   }
 }
 
+// fp32 16 x 1 tiles: the 16 rows of a group share their columns, so each column's 16 row
+// weights are one 64-byte load and each of the 16 panel columns' inputs one broadcast: 16 FMAs
+// into 16 accumulators (16 independent chains) per group column, 17 loads where the CSR kernel
+// spends 64 on the same 256 products (it loads two 64-byte panel halves per entry, and this
+// core sustains ~1.2 such loads per cycle). Lanes run along rows, so a column's accumulator is
+// 16 contiguous outputs of y's row: the bias is added and y written here (masked for a partial
+// last group). Same order of roundings as ref: one FMA per held column from 0, then the bias.
+void f32_tiles(const F32Tiles* w, int64_t n, int64_t g0, int64_t g1, const float* panel,
+               int64_t m0, int64_t valid, const float* bias, float* y) {
+  for (int64_t g = g0; g < g1; ++g) {
+    const int64_t r0 = g * 16;
+    const __mmask16 live = static_cast<__mmask16>(n - r0 >= 16 ? 0xFFFF : (1u << (n - r0)) - 1u);
+    __m512 a[16];
+    for (int j = 0; j < 16; ++j) a[j] = _mm512_setzero_ps();
+    const int32_t* cols = w->group_col;
+    const float* wv = w->group_w + w->group_ptr[g] * 16;
+    for (int64_t i = w->group_ptr[g], e = w->group_ptr[g + 1]; i < e; ++i, wv += 16) {
+      const __m512 wr = _mm512_loadu_ps(wv);
+      // Empty slots (0: the pack stores no zeros) are masked out, so as in CSR a NaN / Inf
+      // input reaches only the rows that hold its column.
+      const __mmask16 held = _mm512_cmp_ps_mask(wr, _mm512_setzero_ps(), _CMP_NEQ_OQ);
+      const float* xr = panel + static_cast<int64_t>(cols[i]) * 16;
+      for (int j = 0; j < 16; ++j)
+        a[j] = _mm512_mask3_fmadd_ps(wr, _mm512_set1_ps(xr[j]), a[j], held);
+    }
+    // Through memory, as in the int8 tile kernel: indexing a[] by the runtime column count
+    // would make GCC shuffle the accumulators in the loop above.
+    alignas(64) float sums[16 * 16];
+    for (int j = 0; j < 16; ++j) _mm512_store_ps(sums + 16 * j, a[j]);
+    const __m512 b = bias ? _mm512_maskz_loadu_ps(live, bias + r0) : _mm512_setzero_ps();
+    for (int j = 0; j < valid; ++j)
+      _mm512_mask_storeu_ps(y + (m0 + j) * n + r0, live,
+                            _mm512_add_ps(_mm512_load_ps(sums + 16 * j), b));
+  }
+}
+
 }  // namespace
+
+void f32_spmm_tiles(const F32Tiles* w, int64_t n, int64_t g0, int64_t g1, const float* panel,
+                    int64_t m0, int64_t valid, const float* bias, float* y) {
+  f32_tiles(w, n, g0, g1, panel, m0, valid, bias, y);
+}
 
 void f32_spmm_csr(const SparseMatrix* w, int64_t n0, int64_t n1, const int64_t* begin,
                   const int64_t* end, int64_t stride, const float* panel, int64_t width,

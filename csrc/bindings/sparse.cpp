@@ -110,6 +110,37 @@ QuadArgs make_quads(const py::object& quads, int64_t n, int64_t k, const SparseM
   return a;
 }
 
+// The 16 x 1 tile view of an fp32 pack: (group_ptr int64 [ceil(n / 16) + 1], group_col int32
+// [c], group_w float32 [c * 16]) or None, derived by pyquant.ops_sparse like the quad view
+// (shapes checked here). Holds the arrays while the op runs.
+struct F32TileArgs {
+  carray<int64_t> group_ptr;
+  carray<int32_t> group_col;
+  carray<float> group_w;
+  F32Tiles matrix;
+  const F32Tiles* get() const { return matrix.groups > 0 ? &matrix : nullptr; }
+};
+
+F32TileArgs make_f32_tiles(const py::object& tiles, int64_t n) {
+  F32TileArgs a;
+  if (tiles.is_none()) return a;
+  const auto t = tiles.cast<py::tuple>();
+  require(t.size() == 3, "tiles must be (group_ptr, group_col, group_w)");
+  a.group_ptr = t[0].cast<carray<int64_t>>();
+  a.group_col = t[1].cast<carray<int32_t>>();
+  a.group_w = t[2].cast<carray<float>>();
+  const int64_t groups = (n + 15) / 16;
+  require(a.group_ptr.size() == groups + 1 && a.group_ptr.data()[0] == 0 &&
+              a.group_ptr.data()[groups] == a.group_col.size(),
+          "group_ptr must have ceil(n / 16) + 1 elements from 0 to the group column count");
+  require(a.group_w.size() == 16 * a.group_col.size(), "group_w must have 16 per group column");
+  a.matrix.groups = groups;
+  a.matrix.group_ptr = a.group_ptr.data();
+  a.matrix.group_col = a.group_col.data();
+  a.matrix.group_w = a.group_w.data();
+  return a;
+}
+
 }  // namespace
 
 void bind_sparse(py::module_& m) {
@@ -173,21 +204,22 @@ void bind_sparse(py::module_& m) {
       [](const carray<float>& x, int64_t rows, const carray<int64_t>& row_ptr,
          const py::array& idx, const carray<float>& values, int64_t n, int64_t k,
          const py::object& bias, carray<float> out, const py::object& block_ptr,
-         int64_t num_blocks) {
+         int64_t num_blocks, const py::object& tiles) {
         const SparseMatrix w = make_matrix(row_ptr, idx, values, n, k);
         const SparseBlocks blocks = make_blocks(block_ptr, num_blocks, n);
+        const F32TileArgs ta = make_f32_tiles(tiles, n);
         require(rows >= 0 && x.size() == rows * k, "x must have rows * k elements");
         require(out.size() == rows * n, "out must have rows * n elements");
         require_out_disjoint(out, x, row_ptr, idx, values, bias, "bias", block_ptr);
         const float* b = optional_bias(bias, n);
         float* y = out.mutable_data();
         py::gil_scoped_release release;
-        sparse_linear_f32(w, blocks, x.data(), rows, b, y);
+        sparse_linear_f32(w, blocks, x.data(), rows, b, y, ta.get());
       },
       py::arg("x").noconvert(), py::arg("rows"), py::arg("row_ptr").noconvert(),
       py::arg("col_idx"), py::arg("values").noconvert(), py::arg("n"), py::arg("k"),
       py::arg("bias").none(true), py::arg("out").noconvert(), py::arg("block_ptr").none(true),
-      py::arg("num_blocks"));
+      py::arg("num_blocks"), py::arg("tiles").none(true) = py::none());
 
   m.def(
       "sparse_linear_q8",

@@ -1,6 +1,7 @@
 // Portable sparse x dense kernels: the fallback and the oracle for the SIMD paths.
 // Layouts are documented in kernels.h (SparseMatrix, panels) and pyquant/sparse_format.md.
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 
 #include "pyquant/kernels.h"
@@ -118,6 +119,23 @@ void qu8x4_spmm_tiles(const QuadMatrix* w, int64_t n, int64_t g0, int64_t g1,
         else
           out->y[o] = static_cast<float>(acc) * (out->x_scale[m0 + j] * out->w_scale[nn]) +
                       (out->bias ? out->bias[nn] : 0.0f);
+      }
+    }
+  }
+}
+
+void f32_spmm_tiles(const F32Tiles* w, int64_t n, int64_t g0, int64_t g1, const float* panel,
+                    int64_t m0, int64_t valid, const float* bias, float* y) {
+  for (int64_t g = g0; g < g1; ++g) {
+    for (int64_t nn = g * 16; nn < std::min(n, g * 16 + 16); ++nn) {
+      for (int64_t j = 0; j < valid; ++j) {
+        float acc = 0.0f;
+        for (int64_t i = w->group_ptr[g]; i < w->group_ptr[g + 1]; ++i) {
+          const float v = w->group_w[i * 16 + nn - g * 16];
+          if (v != 0.0f)  // an empty slot: as in CSR, no product (NaN / Inf stay in their rows)
+            acc = std::fma(v, panel[static_cast<int64_t>(w->group_col[i]) * 16 + j], acc);
+        }
+        y[(m0 + j) * n + nn] = acc + (bias ? bias[nn] : 0.0f);
       }
     }
   }

@@ -55,7 +55,8 @@ class _SparseLinearBase(NativeArgsCache):
             bias = None if self.bias is None else self.bias.detach().numpy()
             n, k = self.out_features, self.in_features
             if p.dtype == torch.float32:
-                fn, pre, post = _C.sparse_linear_f32, (rp, ci, vals, n, k, bias), ()
+                fn, pre = _C.sparse_linear_f32, (rp, ci, vals, n, k, bias)
+                post = (p._f32_tile_args(),)
             else:
                 fn, pre = _C.sparse_linear_q8, (rp, ci, vals, scale, n, k, bias)
                 post = (p._quad_args(),)

@@ -441,6 +441,63 @@ void check_quad_tiles() {
   }
 }
 
+// The fp32 16 x 1 tile kernel against the scalar one: partial last groups, empty slots (which
+// must not carry a NaN / Inf input into their rows), offset output columns, valid 16 and 5,
+// with and without bias: within 1e-5 (SIMDe's FMA rounds the product on its own; natively the
+// two round alike), and with +-Inf inputs NaN / Inf exactly where the other has them.
+void check_f32_tiles() {
+  for (int64_t n_rows : {1, 16, 40}) {
+    const int64_t k = 70, groups = (n_rows + 15) / 16;
+    std::vector<int64_t> group_ptr(1, 0);
+    std::vector<int32_t> group_col;
+    std::vector<float> group_w;
+    for (int64_t g = 0; g < groups; ++g) {
+      for (int64_t c = 0; c < k; ++c) {
+        if (next_u32() % 3 != 0) continue;
+        group_col.push_back(static_cast<int32_t>(c));
+        for (int64_t r = 0; r < 16; ++r)
+          group_w.push_back(g * 16 + r < n_rows && next_u32() % 8 != 0 ? next_float(2.0f) : 0.0f);
+      }
+      group_ptr.push_back(static_cast<int64_t>(group_col.size()));
+    }
+    pyquant::F32Tiles w;
+    w.groups = groups;
+    w.group_ptr = group_ptr.data();
+    w.group_col = group_col.data();
+    w.group_w = group_w.data();
+    const int64_t m0 = 3, rows_out = m0 + 16;
+    std::vector<float> bias(n_rows);
+    for (auto& v : bias) v = next_float(10.0f);
+    for (bool specials : {false, true}) {
+      // specials: some inputs +-Inf (they must reach exactly the rows holding their column).
+      std::vector<float> panel(k * 16);
+      for (auto& v : panel)
+        v = specials && next_u32() % 20 == 0
+                ? (next_u32() % 2 ? 1.0f : -1.0f) * std::numeric_limits<float>::infinity()
+                : next_float(2.0f);
+      for (int64_t g0 : {int64_t{0}, groups - 1}) {
+        for (int64_t valid : {16, 5}) {
+          const float* no_bias = nullptr;
+          for (const float* b : {no_bias, static_cast<const float*>(bias.data())}) {
+            std::vector<float> ya(rows_out * n_rows, 7.0f), yb(ya);
+            pyquant::ref::f32_spmm_tiles(&w, n_rows, g0, groups, panel.data(), m0, valid, b,
+                                         ya.data());
+            pyquant::avx512::f32_spmm_tiles(&w, n_rows, g0, groups, panel.data(), m0, valid, b,
+                                            yb.data());
+            bool same = true;
+            for (size_t i = 0; i < ya.size(); ++i) {
+              same &= ya[i] == yb[i] || (std::isnan(ya[i]) && std::isnan(yb[i])) ||
+                      std::fabs(ya[i] - yb[i]) <= 1e-5f * (1.0f + std::fabs(ya[i]));
+            }
+            check(same, specials ? "f32_spmm_tiles avx512 specials" : "f32_spmm_tiles avx512",
+                  rows_out * n_rows);
+          }
+        }
+      }
+    }
+  }
+}
+
 // The AVX-512 and AVX2 fp32 tile epilogues against the scalar one: every panel width, valid columns
 // below it, row ranges with 16-row tails and an offset start, with and without bias: exact.
 void check_tile_transpose() {
@@ -534,6 +591,7 @@ int main() {
   check_sparse();
   check_quads();
   check_quad_tiles();
+  check_f32_tiles();
   check_tile_transpose();
   check_tile_dequantize();
   check_panel_pack();

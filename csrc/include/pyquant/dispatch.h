@@ -29,6 +29,7 @@ struct Kernels {
   AbsBracketFn f32_abs_bracket = nullptr;
   SpmmF32Fn f32_spmm_csr = nullptr;
   SpmvF32Fn f32_spmv_csr = nullptr;
+  SpmmF32TileFn f32_spmm_tiles = nullptr;  // AVX-512 and up only; the op falls back to CSR
   TileTransposeF32Fn f32_tile_transpose = nullptr;
   PanelPackF32Fn f32_panel_pack = nullptr;
   TileDequantizeFn qs32_f32_tile_transpose = nullptr;

@@ -199,6 +199,25 @@ struct TileOut {
   const float* w_scale = nullptr;
   const float* bias = nullptr;  // optional
 };
+// fp32 16 x 1 tiles (prune.block_mask(..., block=(16, 1)): the 16 rows of a group share their
+// columns): group g (rows 16g .. 16g + 15) holds columns group_col[group_ptr[g] ..
+// group_ptr[g + 1]) (ascending), row r's weight at column i in group_w[i * 16 + r] (0 where row
+// r lacks it or is past N). A derived view of an fp32 pack, built once per pack.
+struct F32Tiles {
+  int64_t groups = 0;  // ceil(N / 16), or 0 when absent
+  const int64_t* group_ptr = nullptr;
+  const int32_t* group_col = nullptr;
+  const float* group_w = nullptr;
+};
+// Groups [g0, g1) against a 16-column fp32 panel (panel[k * 16 + j] = x[m0 + j, k], the first
+// `valid` real, one pass over all of K): y[(m0 + j) * N + n] = the sum, one FMA each in order,
+// of group_w[c * 16 + r] * panel[group_col[c] * 16 + j] over the group's columns c with a
+// nonzero weight, + bias[n] if bias, for n = 16g + r < N. Vectors run along the group's 16
+// rows: each column's 16 weights are one 64-byte load, each panel value one broadcast, and the
+// 16 accumulators are 16 rows of y.
+using SpmmF32TileFn = void (*)(const F32Tiles* w, int64_t n, int64_t g0, int64_t g1,
+                               const float* panel, int64_t m0, int64_t valid, const float* bias,
+                               float* y);
 using SpmmQu8x4TileFn = void (*)(const QuadMatrix* w, int64_t n, int64_t g0, int64_t g1,
                                  const uint8_t* panel, int64_t m0, int64_t valid,
                                  const int32_t* zp, const TileOut* out);
@@ -260,6 +279,15 @@ PYQUANT_DECLARE_TILE_DEQUANTIZE(avx512)
                         const uint8_t* panel, int64_t m0, int64_t valid, const int32_t* zp,     \
                         const TileOut* out);                                                    \
   }
+#define PYQUANT_DECLARE_F32_TILE_KERNEL(ns)                                                     \
+  namespace ns {                                                                                \
+  void f32_spmm_tiles(const F32Tiles* w, int64_t n, int64_t g0, int64_t g1, const float* panel, \
+                      int64_t m0, int64_t valid, const float* bias, float* y);                  \
+  }
+// The fp32 tile kernel: AVX-512 (16 rows = one zmm); ref is its oracle; below AVX-512 the op
+// runs the same pack with the CSR kernel.
+PYQUANT_DECLARE_F32_TILE_KERNEL(ref)
+PYQUANT_DECLARE_F32_TILE_KERNEL(avx512)
 // The quad kernel needs vpdpbusd: VNNI has it, ref is its oracle (tests); below VNNI the op runs
 // quad packs with the pair kernel, which they also satisfy.
 PYQUANT_DECLARE_QUAD_KERNEL(ref)

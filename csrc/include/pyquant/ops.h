@@ -82,9 +82,10 @@ struct SparseBlocks {
   int64_t num_blocks = 1;
 };
 
-// y[M, N] = x[M, K] @ W^T (+ bias). Work split over threads by nonzeros.
+// y[M, N] = x[M, K] @ W^T (+ bias). Work split over threads by nonzeros. `tiles` (may be
+// null): the pack's 16 x 1 tile view, which AVX-512 CPUs run for M >= 2.
 void sparse_linear_f32(const SparseMatrix& w, const SparseBlocks& blocks, const float* x,
-                       int64_t m, const float* bias, float* y);
+                       int64_t m, const float* bias, float* y, const F32Tiles* tiles = nullptr);
 // int8 values with per-row scales w_scale[N]; x quantized per row (uint8, ONNX
 // DynamicQuantizeLinear) by dynamic_quantize; int32 accumulation; fused epilogue
 // y = float(acc) * (x_scale[m] * w_scale[n]) + bias[n]. `quads` (may be null): the pack's
