@@ -5,7 +5,8 @@ Two ways to run it:
 * ``pytest bench/bench_sparse.py --benchmark-only`` (pytest-benchmark): one group per
   (sparsity, M) with every implementation in it.
 * ``python bench/bench_sparse.py [--threads 1] [--reps 7] [--out table.md]``: the ratio tables of
-  bench/RESULTS.md (unstructured, then 16 x 4 / 1 x 4 block-sparse int8), every ratio measured in one process, implementations interleaved per case,
+  bench/RESULTS.md (unstructured, then 16 x 4 / 1 x 4 block-sparse int8, then fp32 16 x 1
+  tiles), every ratio measured in one process, implementations interleaved per case,
   best of ``reps`` runs. With one thread the clock is the calling thread's CPU time
   (``time.thread_time``), which a machine shared with other jobs disturbs much less than wall
   time; with more threads it is wall time.
@@ -105,6 +106,60 @@ def blocked_table(threads: int, reps: int) -> str:
                    f"| {f * 1e3:.2f} | {g * 1e3:.2f} | {h * 1e3:.2f} | {i * 1e3:.2f} "
                    f"| {j * 1e3:.2f} |\n"
                    for s, m, a, b, c, d, e, f, g, h, i, j in rows)
+    return head + body
+
+
+def make_f32_tile_weights(sparsity: float, seed: int = 0) -> dict:
+    """``"16x1"``: the random weight pruned by 16 x 1 tiles (``block_mask(..., block=(16, 1))``,
+    whose fp32 pack is tiles); ``"unstructured"``: :func:`make_weight` at the same sparsity."""
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(N, K, generator=g)
+    return {"16x1": w * pyquant.prune.block_mask(w, sparsity, block=(16, 1)),
+            "unstructured": make_weight(sparsity, seed)}
+
+
+def f32_tile_implementations(weights: dict, m: int):
+    """name -> callable for the fp32 16 x 1 tile comparison: the tile pack, dense fp32,
+    torch.sparse and scipy on the same tile-pruned weight, and pyquant's CSR kernel on an
+    unstructured weight of the same sparsity."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(m, K, generator=g)
+    xt = x.T.contiguous()
+    y = torch.empty(m, N)
+    w = weights["16x1"]
+    tiles, entries = ops.sparse_pack(w), ops.sparse_pack(weights["unstructured"])
+    assert tiles.is_tiles and not entries.is_tiles
+    w_csr = w.to_sparse_csr()
+    impls = {
+        "pyquant_sparse_f32_16x1": lambda: ops.sparse_linear(x, tiles, out=y),
+        "pyquant_sparse_f32_unstructured": lambda: ops.sparse_linear(x, entries, out=y),
+        "dense_f32": lambda: torch.nn.functional.linear(x, w, out=y) if _has_out() else
+        torch.nn.functional.linear(x, w),
+        "torch_sparse_csr": lambda: torch.sparse.mm(w_csr, xt),
+    }
+    if sp is not None:
+        w_sp = sp.csr_matrix(w.numpy())
+        xt_np = xt.numpy()
+        impls["scipy_csr"] = lambda: w_sp @ xt_np
+    return impls
+
+
+def f32_tile_table(threads: int, reps: int) -> str:
+    """The fp32 16 x 1 tile table against dense fp32, torch.sparse / scipy on the same weight
+    and the unstructured CSR kernel, one process."""
+    rows = []
+    for s, m, t in _measure(threads, reps, BLOCK_SPARSITIES, make_f32_tile_weights,
+                            f32_tile_implementations, "f32 tiles "):
+        t16, tu = t["pyquant_sparse_f32_16x1"], t["pyquant_sparse_f32_unstructured"]
+        base = min(t["torch_sparse_csr"], t.get("scipy_csr", float("inf")))
+        rows.append((s, m, t["dense_f32"] / t16, base / t16, tu / t16, t16, tu, t["dense_f32"],
+                     t["torch_sparse_csr"], t.get("scipy_csr", float("nan"))))
+    head = ("| sparsity (16x1) | M | 16x1 / dense f32 | 16x1 / best(torch.sparse, scipy) "
+            "| 16x1 / unstructured sparse f32 | 16x1 ms | unstructured ms | dense f32 ms "
+            "| torch.sparse ms | scipy ms |\n|---|---|---|---|---|---|---|---|---|---|\n")
+    body = "".join(f"| {s:.0%} | {m} | {a:.2f}x | {b:.2f}x | {c:.2f}x | {d * 1e3:.2f} "
+                   f"| {e * 1e3:.2f} | {f * 1e3:.2f} | {g * 1e3:.2f} | {h * 1e3:.2f} |\n"
+                   for s, m, a, b, c, d, e, f, g, h in rows)
     return head + body
 
 
@@ -249,6 +304,23 @@ if pytest is not None:
         with torch.no_grad():
             benchmark(_CACHE[key][name])
 
+    @pytest.mark.parametrize("name", ["pyquant_sparse_f32_16x1", "pyquant_sparse_f32_unstructured",
+                                      "dense_f32", "torch_sparse_csr", "scipy_csr"])
+    @pytest.mark.parametrize("m", MS)
+    @pytest.mark.parametrize("sparsity", BLOCK_SPARSITIES)
+    def test_sparse_f32_tiles(benchmark, sparsity, m, name):
+        key = ("f32 tiles", sparsity, m)
+        if key not in _CACHE:
+            _CACHE.clear()
+            _CACHE[key] = f32_tile_implementations(make_f32_tile_weights(sparsity), m)
+        if name not in _CACHE[key]:
+            pytest.skip("scipy not installed")
+        benchmark.group = f"sparse_f32_tiles 4096x4096 sparsity={sparsity} M={m}"
+        benchmark.extra_info.update(threads=pyquant.get_num_threads(),
+                                    isa=pyquant.cpu_info()["isa"])
+        with torch.no_grad():
+            benchmark(_CACHE[key][name])
+
     def test_call_overhead_tiny(benchmark):
         """Per-call overhead: a 16 x 16 layer, one row."""
         w = make_weight(0.9)[:16, :16].contiguous()
@@ -263,15 +335,17 @@ if __name__ == "__main__":
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--reps", type=int, default=7)
     ap.add_argument("--out", default=None)
-    ap.add_argument("--only", choices=("unstructured", "blocks"), default=None,
-                    help="one of the two tables")
+    ap.add_argument("--only", choices=("unstructured", "blocks", "f32tiles"), default=None,
+                    help="one of the three tables")
     args = ap.parse_args()
     info = pyquant.cpu_info()
     text = f"threads={args.threads}, isa={info['isa']}, reps={args.reps}\n\n"
-    if args.only != "blocks":
+    if args.only in (None, "unstructured"):
         text += table(args.threads, args.reps) + "\n"
-    if args.only != "unstructured":
-        text += blocked_table(args.threads, args.reps)
+    if args.only in (None, "blocks"):
+        text += blocked_table(args.threads, args.reps) + "\n"
+    if args.only in (None, "f32tiles"):
+        text += f32_tile_table(args.threads, args.reps)
     print(text)
     if args.out:
         with open(args.out, "w") as f:

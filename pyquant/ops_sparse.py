@@ -409,8 +409,9 @@ def stores_quads(w: torch.Tensor) -> bool:
 
 
 def _group_quads(quad_row: torch.Tensor, quad_col: torch.Tensor, kq: int):
-    """The 16-row groups' quads: ``(union, slot)``, the sorted distinct ``group * kq + col``
-    keys of the groups' quads and each quad's index among them."""
+    """The 16-row groups' units (int8 quads, or fp32 entries with kq = K): ``(union, slot)``,
+    the sorted distinct ``group * kq + col`` keys of the groups' units and each unit's index
+    among them."""
     return torch.unique((quad_row // 16) * kq + quad_col, sorted=True, return_inverse=True)
 
 
@@ -485,7 +486,9 @@ def sparse_pack(w: TensorLike, *, dtype: torch.dtype = torch.float32,
             holds a nonzero whole, zeros included (``prune.block_prune_`` makes such weights),
             so VNNI CPUs run one ``vpdpbusd`` per quad; needs ``in_features % 4 == 0``. 1:
             entries one by one. ``"auto"`` (default): 4 when the nonzero quads are at least
-            75% filled, else 1. fp32 packs are always 1.
+            75% filled, else 1. fp32 packs store entries; one whose 16-row groups share their
+            columns (``prune.block_mask(..., block=(16, 1))``) is detected as 16 x 1 tiles
+            (``SparsePacked.is_tiles``), which AVX-512 CPUs run with vectors along the rows.
 
     Returns:
         SparsePacked.
