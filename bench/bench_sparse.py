@@ -266,11 +266,19 @@ except ImportError:  # pragma: no cover
 if pytest is not None:
     _CACHE: dict = {}
 
-    def _impls(s, m):
-        if (s, m) not in _CACHE:
+    def _bench_case(benchmark, key, build, name, group):
+        """Benchmark implementation ``name`` of the case ``key`` (its implementations built by
+        ``build()``; one case is cached at a time)."""
+        if key not in _CACHE:
             _CACHE.clear()
-            _CACHE[(s, m)] = implementations(make_weight(s), m)
-        return _CACHE[(s, m)]
+            _CACHE[key] = build()
+        if name not in _CACHE[key]:
+            pytest.skip("scipy not installed")
+        benchmark.group = group
+        benchmark.extra_info.update(threads=pyquant.get_num_threads(),
+                                    isa=pyquant.cpu_info()["isa"])
+        with torch.no_grad():
+            benchmark(_CACHE[key][name])
 
     _NAMES = ["dense_f32", "torch_sparse_csr", "scipy_csr", "pyquant_sparse_f32",
               "pyquant_sparse_int8", "torch_dynamic_int8_dense", "pyquant_dense_int8"]
@@ -279,14 +287,9 @@ if pytest is not None:
     @pytest.mark.parametrize("m", MS)
     @pytest.mark.parametrize("sparsity", SPARSITIES)
     def test_sparse_linear(benchmark, sparsity, m, name):
-        impls = _impls(sparsity, m)
-        if name not in impls:
-            pytest.skip("scipy not installed")
-        benchmark.group = f"sparse_linear 4096x4096 sparsity={sparsity} M={m}"
-        benchmark.extra_info.update(threads=pyquant.get_num_threads(),
-                                    isa=pyquant.cpu_info()["isa"])
-        with torch.no_grad():
-            benchmark(impls[name])
+        _bench_case(benchmark, ("unstructured", sparsity, m),
+                    lambda: implementations(make_weight(sparsity), m), name,
+                    f"sparse_linear 4096x4096 sparsity={sparsity} M={m}")
 
     @pytest.mark.parametrize("name", ["pyquant_sparse_int8_16x4", "pyquant_sparse_int8_1x4",
                                       "pyquant_sparse_int8_entries", "pyquant_dense_int8",
@@ -294,32 +297,18 @@ if pytest is not None:
     @pytest.mark.parametrize("m", MS)
     @pytest.mark.parametrize("sparsity", BLOCK_SPARSITIES)
     def test_sparse_int8_blocks(benchmark, sparsity, m, name):
-        key = ("blocks", sparsity, m)
-        if key not in _CACHE:
-            _CACHE.clear()
-            _CACHE[key] = blocked_implementations(make_block_weights(sparsity), m)
-        benchmark.group = f"sparse_int8_blocks 4096x4096 sparsity={sparsity} M={m}"
-        benchmark.extra_info.update(threads=pyquant.get_num_threads(),
-                                    isa=pyquant.cpu_info()["isa"])
-        with torch.no_grad():
-            benchmark(_CACHE[key][name])
+        _bench_case(benchmark, ("blocks", sparsity, m),
+                    lambda: blocked_implementations(make_block_weights(sparsity), m), name,
+                    f"sparse_int8_blocks 4096x4096 sparsity={sparsity} M={m}")
 
     @pytest.mark.parametrize("name", ["pyquant_sparse_f32_16x1", "pyquant_sparse_f32_unstructured",
                                       "dense_f32", "torch_sparse_csr", "scipy_csr"])
     @pytest.mark.parametrize("m", MS)
     @pytest.mark.parametrize("sparsity", BLOCK_SPARSITIES)
     def test_sparse_f32_tiles(benchmark, sparsity, m, name):
-        key = ("f32 tiles", sparsity, m)
-        if key not in _CACHE:
-            _CACHE.clear()
-            _CACHE[key] = f32_tile_implementations(make_f32_tile_weights(sparsity), m)
-        if name not in _CACHE[key]:
-            pytest.skip("scipy not installed")
-        benchmark.group = f"sparse_f32_tiles 4096x4096 sparsity={sparsity} M={m}"
-        benchmark.extra_info.update(threads=pyquant.get_num_threads(),
-                                    isa=pyquant.cpu_info()["isa"])
-        with torch.no_grad():
-            benchmark(_CACHE[key][name])
+        _bench_case(benchmark, ("f32 tiles", sparsity, m),
+                    lambda: f32_tile_implementations(make_f32_tile_weights(sparsity), m), name,
+                    f"sparse_f32_tiles 4096x4096 sparsity={sparsity} M={m}")
 
     def test_call_overhead_tiny(benchmark):
         """Per-call overhead: a 16 x 16 layer, one row."""

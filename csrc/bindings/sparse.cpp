@@ -64,6 +64,26 @@ SparseBlocks make_blocks(const py::object& block_ptr, int64_t num_blocks, int64_
   return b;
 }
 
+// A 16-row group view (int8 16 x 4 or fp32 16 x 1 tiles) from t[i0 .. i0 + 2] = (group_ptr
+// [ceil(n / 16) + 1] from 0 to the count of group units (quads or columns), group_col, group_w
+// with 16 weights per unit): shapes checked, the arrays held in ptr / col / wts and matrix's
+// group fields pointed at them.
+template <typename W, typename Matrix>
+void take_groups(const py::tuple& t, size_t i0, int64_t n, carray<int64_t>& ptr,
+                 carray<int32_t>& col, carray<W>& wts, Matrix& matrix) {
+  ptr = t[i0].cast<carray<int64_t>>();
+  col = t[i0 + 1].cast<carray<int32_t>>();
+  wts = t[i0 + 2].cast<carray<W>>();
+  const int64_t groups = (n + 15) / 16;
+  require(ptr.size() == groups + 1 && ptr.data()[0] == 0 && ptr.data()[groups] == col.size(),
+          "group_ptr must have ceil(n / 16) + 1 elements from 0 to the group unit count");
+  require(wts.size() == 16 * col.size(), "group_w must have 16 per group unit");
+  matrix.groups = groups;
+  matrix.group_ptr = ptr.data();
+  matrix.group_col = col.data();
+  matrix.group_w = wts.data();
+}
+
 // The quad view of a 1 x 4 blocked int8 pack: (quad_w int32 [nnz / 4], quad_col int32
 // [nnz / 4], row_sum int32 [n]) or None, optionally followed by its 16 x 4 tiles (group_ptr
 // int64 [ceil(n / 16) + 1], group_col int32 [q], group_w int32 [q * 16]). Contents are derived
@@ -93,20 +113,7 @@ QuadArgs make_quads(const py::object& quads, int64_t n, int64_t k, const SparseM
   a.matrix.quad_w = a.quad_w.data();
   a.matrix.quad_col = a.quad_col.data();
   a.matrix.row_sum = a.row_sum.data();
-  if (t.size() == 6) {
-    a.group_ptr = t[3].cast<carray<int64_t>>();
-    a.group_col = t[4].cast<carray<int32_t>>();
-    a.group_w = t[5].cast<carray<int32_t>>();
-    const int64_t groups = (n + 15) / 16;
-    require(a.group_ptr.size() == groups + 1 && a.group_ptr.data()[0] == 0 &&
-                a.group_ptr.data()[groups] == a.group_col.size(),
-            "group_ptr must have ceil(n / 16) + 1 elements from 0 to the group quad count");
-    require(a.group_w.size() == 16 * a.group_col.size(), "group_w must have 16 per group quad");
-    a.matrix.groups = groups;
-    a.matrix.group_ptr = a.group_ptr.data();
-    a.matrix.group_col = a.group_col.data();
-    a.matrix.group_w = a.group_w.data();
-  }
+  if (t.size() == 6) take_groups(t, 3, n, a.group_ptr, a.group_col, a.group_w, a.matrix);
   return a;
 }
 
@@ -126,18 +133,7 @@ F32TileArgs make_f32_tiles(const py::object& tiles, int64_t n) {
   if (tiles.is_none()) return a;
   const auto t = tiles.cast<py::tuple>();
   require(t.size() == 3, "tiles must be (group_ptr, group_col, group_w)");
-  a.group_ptr = t[0].cast<carray<int64_t>>();
-  a.group_col = t[1].cast<carray<int32_t>>();
-  a.group_w = t[2].cast<carray<float>>();
-  const int64_t groups = (n + 15) / 16;
-  require(a.group_ptr.size() == groups + 1 && a.group_ptr.data()[0] == 0 &&
-              a.group_ptr.data()[groups] == a.group_col.size(),
-          "group_ptr must have ceil(n / 16) + 1 elements from 0 to the group column count");
-  require(a.group_w.size() == 16 * a.group_col.size(), "group_w must have 16 per group column");
-  a.matrix.groups = groups;
-  a.matrix.group_ptr = a.group_ptr.data();
-  a.matrix.group_col = a.group_col.data();
-  a.matrix.group_w = a.group_w.data();
+  take_groups(t, 0, n, a.group_ptr, a.group_col, a.group_w, a.matrix);
   return a;
 }
 
