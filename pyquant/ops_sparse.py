@@ -22,8 +22,8 @@ import numpy as np
 import torch
 
 from pyquant import _C, _runtime
-from pyquant.ops import (TensorLike, _as_tensor, _check_cpu, _check_disjoint, _check_input,
-                         _np, _out_tensor)
+from pyquant.ops import (TensorLike, _all_finite, _as_tensor, _check_cpu, _check_disjoint,
+                         _check_input, _np, _out_tensor)
 
 __all__ = ["SparsePacked", "sparse_linear", "sparse_pack", "sparse_q8_accumulate"]
 
@@ -395,7 +395,8 @@ def _nonzero_quads(mask: torch.Tensor) -> torch.Tensor:
 def _fills_quads(mask: torch.Tensor, quads: torch.Tensor) -> bool:
     """block="auto"'s rule: the nonzero quads are at least _AUTO_QUAD_FILL full (1.0 for a
     block-pruned weight, ~0.3 for 90% unstructured sparsity)."""
-    return int(mask.sum()) >= _AUTO_QUAD_FILL * 4 * max(1, int(quads.sum()))
+    return int(torch.count_nonzero(mask)) >= _AUTO_QUAD_FILL * 4 * max(
+        1, int(torch.count_nonzero(quads)))
 
 
 def stores_quads(w: torch.Tensor) -> bool:
@@ -441,9 +442,9 @@ def stores_f32_tiles(w: torch.Tensor) -> bool:
     ``prune.block_mask(w, amount, block=(16, 1))`` prunes), by the pack's rules on w's zeros."""
     if w.ndim != 2 or w.numel() == 0:
         return False
-    mask = w != 0
-    if not bool(mask.any()) or not _rows_may_share_columns(mask.sum(1)):
+    if not _rows_may_share_columns((w[:128] != 0).sum(1)):
         return False
+    mask = w != 0
     rows, cols = mask.nonzero(as_tuple=True)
     union, _ = _group_quads(rows, cols, w.shape[1])
     return _fills_tiles(rows.numel(), union, w.shape[0], w.shape[1])
@@ -505,7 +506,7 @@ def sparse_pack(w: TensorLike, *, dtype: torch.dtype = torch.float32,
         raise ValueError(f"w must be 2-d [out_features, in_features], got shape {tuple(w.shape)}")
     if dtype not in (torch.float32, torch.int8):
         raise TypeError(f"dtype must be torch.float32 or torch.int8, got {dtype}")
-    if w.numel() and not bool(torch.isfinite(w).all()):
+    if not _all_finite(w):
         raise ValueError("w must be finite (found NaN or Inf)")
     if not (k_block is None or (isinstance(k_block, str) and k_block == "auto")
             or (isinstance(k_block, int) and not isinstance(k_block, bool) and k_block >= 8)):

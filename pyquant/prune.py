@@ -84,7 +84,7 @@ class _Mask(nn.Module):
 
     def extra_repr(self) -> str:
         n = self.mask.numel()
-        kept = int(self.mask.sum())
+        kept = int(torch.count_nonzero(self.mask))
         return f"shape={tuple(self.mask.shape)}, kept={kept}/{n}"
 
 
@@ -255,7 +255,8 @@ def magnitude_masks_(model: nn.Module, amount, *, scope: str = "global",
         else:
             masks = [ops.magnitude_mask(w, amount) for w in weights]
         apply_masks_(model, {name: mk for (name, _), mk in zip(layers, masks)})
-    return [_report(name, w, int(mk.sum())) for (name, _), w, mk in zip(layers, weights, masks)]
+    return [_report(name, w, int(torch.count_nonzero(mk)))
+            for (name, _), w, mk in zip(layers, weights, masks)]
 
 
 @torch.no_grad()
@@ -424,7 +425,7 @@ def _prune_with(model, name, module, masks: bool, make_mask) -> LayerReport:
         w.mul_(mk)
         if existing is not None:
             existing.mask.copy_(mk)
-    return _report(name, w, int(mk.sum()))
+    return _report(name, w, int(torch.count_nonzero(mk)))
 
 
 @torch.no_grad()

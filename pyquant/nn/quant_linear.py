@@ -70,7 +70,7 @@ def _check_weight(w: torch.Tensor, name: str) -> None:
         raise ValueError(f"{name} must be on the CPU, got device {w.device}")
     if not w.is_floating_point():
         raise TypeError(f"{name} must be floating point, got {w.dtype}")
-    if not bool(torch.isfinite(w).all()):
+    if not ops._all_finite(w):
         raise ValueError(f"{name} contains NaN or Inf")
 
 
