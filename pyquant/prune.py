@@ -381,7 +381,9 @@ def block_mask(weight: torch.Tensor, amount, *, block=4, norm: str = "l1") -> to
 
     The layouts of DeepSparse-style block pruning for int8: a ``sparse_pack(w, dtype=int8)`` of
     a 1 x 4 blocked weight runs one ``vpdpbusd`` per block on VNNI CPUs, and of a 16 x 4
-    blocked one also loads each activation block once for 16 rows (``sparse_format.md``).
+    blocked one also loads each activation block once for 16 rows (``sparse_format.md``). For
+    fp32, ``block=(16, 1)``: the fp32 pack is 16 x 1 tiles, run on AVX-512 CPUs with each
+    activation broadcast serving 16 rows.
     ``round(amount * blocks)`` blocks pruned (or an int count); equal norms keep the lower index.
 
     Args:
