@@ -122,25 +122,11 @@ def f32_tile_implementations(weights: dict, m: int):
     """name -> callable for the fp32 16 x 1 tile comparison: the tile pack, dense fp32,
     torch.sparse and scipy on the same tile-pruned weight, and pyquant's CSR kernel on an
     unstructured weight of the same sparsity."""
-    g = torch.Generator().manual_seed(1)
-    x = torch.randn(m, K, generator=g)
-    xt = x.T.contiguous()
-    y = torch.empty(m, N)
-    w = weights["16x1"]
-    tiles, entries = ops.sparse_pack(w), ops.sparse_pack(weights["unstructured"])
+    x, y, impls = _fp32_baselines(weights["16x1"], m)
+    tiles, entries = ops.sparse_pack(weights["16x1"]), ops.sparse_pack(weights["unstructured"])
     assert tiles.is_tiles and not entries.is_tiles
-    w_csr = w.to_sparse_csr()
-    impls = {
-        "pyquant_sparse_f32_16x1": lambda: ops.sparse_linear(x, tiles, out=y),
-        "pyquant_sparse_f32_unstructured": lambda: ops.sparse_linear(x, entries, out=y),
-        "dense_f32": lambda: torch.nn.functional.linear(x, w, out=y) if _has_out() else
-        torch.nn.functional.linear(x, w),
-        "torch_sparse_csr": lambda: torch.sparse.mm(w_csr, xt),
-    }
-    if sp is not None:
-        w_sp = sp.csr_matrix(w.numpy())
-        xt_np = xt.numpy()
-        impls["scipy_csr"] = lambda: w_sp @ xt_np
+    impls["pyquant_sparse_f32_16x1"] = lambda: ops.sparse_linear(x, tiles, out=y)
+    impls["pyquant_sparse_f32_unstructured"] = lambda: ops.sparse_linear(x, entries, out=y)
     return impls
 
 
@@ -165,28 +151,38 @@ def f32_tile_table(threads: int, reps: int) -> str:
 
 def implementations(w: torch.Tensor, m: int):
     """name -> zero-argument callable computing y (or y^T) for a fixed x of m rows."""
-    g = torch.Generator().manual_seed(1)
-    x = torch.randn(m, K, generator=g)
-    xt = x.T.contiguous()
-    y = torch.empty(m, N)
+    x, y, impls = _fp32_baselines(w, m)
     packed = ops.sparse_pack(w)
     packed8 = ops.sparse_pack(w, dtype=torch.int8)
-    w_csr = w.to_sparse_csr()
     _, qlin, pqlin = _dense_layers(w)
-    impls = {
-        "dense_f32": lambda: torch.nn.functional.linear(x, w, out=y) if _has_out() else
-        torch.nn.functional.linear(x, w),
-        "torch_sparse_csr": lambda: torch.sparse.mm(w_csr, xt),
+    impls.update({
         "pyquant_sparse_f32": lambda: ops.sparse_linear(x, packed, out=y),
         "pyquant_sparse_int8": lambda: ops.sparse_linear(x, packed8, out=y),
         "torch_dynamic_int8_dense": lambda: qlin(x),
         "pyquant_dense_int8": lambda: pqlin(x),
+    })
+    return impls
+
+
+def _fp32_baselines(w: torch.Tensor, m: int):
+    """(x, y, impls): the fixed x of m rows, an output buffer, and the fp32 references on w:
+    dense ``F.linear`` (with ``out=``), ``torch.sparse.mm`` on CSR and scipy CSR (if
+    installed), the last two computing y^T from a contiguous x^T."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(m, K, generator=g)
+    xt = x.T.contiguous()
+    y = torch.empty(m, N)
+    w_csr = w.to_sparse_csr()
+    impls = {
+        "dense_f32": lambda: torch.nn.functional.linear(x, w, out=y) if _has_out() else
+        torch.nn.functional.linear(x, w),
+        "torch_sparse_csr": lambda: torch.sparse.mm(w_csr, xt),
     }
     if sp is not None:
         w_sp = sp.csr_matrix(w.numpy())
         xt_np = xt.numpy()
         impls["scipy_csr"] = lambda: w_sp @ xt_np
-    return impls
+    return x, y, impls
 
 
 _OUT_OK = None

@@ -416,19 +416,23 @@ def _group_quads(quad_row: torch.Tensor, quad_col: torch.Tensor, kq: int):
     return torch.unique((quad_row // 16) * kq + quad_col, sorted=True, return_inverse=True)
 
 
-def _fills_tiles(quads: int, union: torch.Tensor, n: int, kq: int) -> bool:
-    """The tile rule: a pack of ``quads`` quads whose 16-row groups have the quad columns
-    ``union`` (from :func:`_group_quads`) is 16 x 4 tiles when the quads fill at least
-    _AUTO_QUAD_FILL of the groups' row x column slots (the last group has n % 16 rows)."""
+def _fills_tiles(units: int, union: torch.Tensor, n: int, kq: int) -> bool:
+    """The tile fill rule: ``units`` units (int8 quads or fp32 entries) whose 16-row groups
+    have the columns ``union`` (from :func:`_group_quads`) are tiles (16 x 4 or 16 x 1) when
+    they fill at least _AUTO_QUAD_FILL of the groups' row x column slots (the last group has
+    n % 16 rows)."""
     group_rows = torch.clamp(n - 16 * (union // kq), max=16)
-    return quads >= _AUTO_QUAD_FILL * max(1, int(group_rows.sum()))
+    return units >= _AUTO_QUAD_FILL * max(1, int(group_rows.sum()))
 
 
 def _rows_may_share_columns(counts: torch.Tensor) -> bool:
-    """A cheap pre-test of the fp32 tile rule on the entries per row: in 16 x 1 tiles the rows
+    """The first half of the fp32 tile rule, on the entries per row: in 16 x 1 tiles the rows
     of a group hold the same columns, so in the first 8 groups at least _AUTO_QUAD_FILL of the
-    rows must hold as many entries as the fullest row of their group. An unstructured weight
-    fails it in microseconds instead of the rule's O(nnz log nnz) (~70 ms at 4096 x 4096, 90%)."""
+    rows are to hold as many entries as the fullest row of their group. Not implied by the fill
+    rule (:func:`_fills_tiles`, the second half): a weight whose first groups are ragged is not
+    tiles even if it fills 75% overall. An unstructured weight fails it in ~1 ms, where the
+    fill rule's O(nnz log nnz) takes ~70 ms (4096 x 4096, 90%). The pack and
+    :func:`stores_f32_tiles` apply both halves."""
     head = counts[:16 * min(8, counts.numel() // 16)].reshape(-1, 16)
     if head.numel() == 0:
         return True

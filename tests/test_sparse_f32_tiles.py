@@ -172,3 +172,23 @@ def test_sparse_linear_layer_and_sparsify_keep_f32_tiles():
     api_sparse._DECISIONS.clear()
     sparsify_(lin)
     assert list(api_sparse._DECISIONS) == [("f32 tiles", 64, 256, 0.75, 32)]
+
+
+def test_the_tile_view_is_what_runs(isa):
+    # The kernel trusts the derived view: a view with doubled weights doubles y where the tile
+    # kernel runs (AVX-512 and up, M >= 2) and changes nothing where CSR runs (M = 1, lower
+    # ISAs). So the tests above exercise the tile kernel, not a silent CSR fallback.
+    from pyquant import _C
+    w = _tile_pruned(40, 64, 0.75)
+    p = ops.sparse_pack(w, k_block=None)
+    group_ptr, group_col, group_w = p._f32_tile_args()
+    doubled = (group_ptr, group_col, group_w * 2)
+    tiles_run = "f32_spmm_tiles" in pyquant.cpu_info()["kernels"]
+    assert tiles_run == (isa in ("avx512", "avx512vnni", "amx"))
+    for m in (1, 3):
+        x = torch.randn(m, 64)
+        out = torch.empty(m, 40)
+        _C.sparse_linear_f32(x.numpy(), m, p.row_ptr.numpy(), p.col_idx.numpy(),
+                             p.values.numpy(), 40, 64, None, out.numpy(), None, 1, doubled)
+        scale = 2.0 if tiles_run and m > 1 else 1.0
+        _assert_close_f32(out, x, w * scale, None)

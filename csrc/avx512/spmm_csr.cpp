@@ -181,9 +181,10 @@ void q32(const int16_t* values, const I* idx, int64_t n0, int64_t n1, const int6
 
 // fp32 16 x 1 tiles: the 16 rows of a group share their columns, so each column's 16 row
 // weights are one 64-byte load and each of the 16 panel columns' inputs one broadcast: 16 FMAs
-// into 16 accumulators (16 independent chains) per group column, 17 loads where the CSR kernel
-// spends 64 on the same 256 products (it loads two 64-byte panel halves per entry, and this
-// core sustains ~1.2 such loads per cycle). Lanes run along rows, so a column's accumulator is
+// into 16 accumulators (16 independent chains) per group column, 18 loads (weights, column,
+// 16 broadcasts) where the CSR kernel spends 32 on the same 256 products (per entry and 32
+// columns two 64-byte panel halves, a value and an index; this core sustains ~1.2 such 64-byte
+// loads per cycle). Lanes run along rows, so a column's accumulator is
 // 16 contiguous outputs of y's row: the bias is added and y written here (masked for a partial
 // last group). Same order of roundings as ref: one FMA per held column from 0, then the bias.
 void f32_tiles(const F32Tiles* w, int64_t n, int64_t g0, int64_t g1, const float* panel,

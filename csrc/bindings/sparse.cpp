@@ -157,7 +157,8 @@ void bind_sparse(py::module_& m) {
         if (idx.dtype().is(py::dtype::of<int16_t>())) {
           const auto* p = static_cast<const uint16_t*>(idx.data());
           for (int64_t i = 0; i < rp[n]; ++i)
-            if (p[i] >= k) require(false, "col_idx has an index >= k (" + std::to_string(k) + ")");
+            if (p[i] >= k)
+              throw py::value_error("col_idx has an index >= k (" + std::to_string(k) + ")");
         } else if (idx.dtype().is(py::dtype::of<int32_t>())) {
           const auto* p = static_cast<const int32_t*>(idx.data());
           for (int64_t i = 0; i < rp[n]; ++i)
