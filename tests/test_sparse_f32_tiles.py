@@ -174,6 +174,19 @@ def test_sparse_linear_layer_and_sparsify_keep_f32_tiles():
     assert list(api_sparse._DECISIONS) == [("f32 tiles", 64, 256, 0.75, 32)]
 
 
+def test_sparse_linear_builds_the_tile_view_only_for_m_of_2_or_more():
+    # The view is a second copy of the weights that M = 1 never runs.
+    lin = nn.Linear(64, 48)
+    with torch.no_grad():
+        lin.weight.mul_(pp.block_mask(lin.weight, 0.75, block=(16, 1)))
+    layer = pyquant.nn.SparseLinear.from_float(lin)
+    x = torch.randn(3, 64)
+    for rows in (1, 3):
+        assert torch.allclose(layer(x[:rows]), lin(x[:rows]), rtol=1e-5, atol=1e-5)
+        assert ("_tile_cache" in layer._packed.__dict__) == (rows > 1)
+    assert layer._packed.is_tiles
+
+
 def test_the_tile_view_is_what_runs(isa):
     # The kernel trusts the derived view: a view with doubled weights doubles y where the tile
     # kernel runs (AVX-512 and up, M >= 2) and changes nothing where CSR runs (M = 1, lower

@@ -55,8 +55,9 @@ class _SparseLinearBase(NativeArgsCache):
             bias = None if self.bias is None else self.bias.detach().numpy()
             n, k = self.out_features, self.in_features
             if p.dtype == torch.float32:
-                fn, pre = _C.sparse_linear_f32, (rp, ci, vals, n, k, bias)
-                post = (p._f32_tile_args(),)
+                # The 16 x 1 tile view (a second copy of the weights) only runs for M >= 2:
+                # built on the first such call (forward), never for a layer run at M = 1.
+                fn, pre, post = _C.sparse_linear_f32, (rp, ci, vals, n, k, bias), None
             else:
                 fn, pre = _C.sparse_linear_q8, (rp, ci, vals, scale, n, k, bias)
                 post = (p._quad_args(),)
@@ -136,10 +137,17 @@ class _SparseLinearBase(NativeArgsCache):
         if not x.is_contiguous():
             x = x.contiguous()
         fn, pre, bp, nb, post = self._native or self._native_args()
+        rows = x.numel() // k
+        if post is None:  # fp32, tile view not built yet
+            if rows == 1:
+                post = (None,)
+            else:
+                post = (self._packed._f32_tile_args(),)
+                self._native = (fn, pre, bp, nb, post)
         y = _alloc.empty(tuple(x.shape[:-1]) + (self.out_features,), torch.float32)
         _runtime._sync_threads()
         # One native call; shapes and dtypes were checked above and the pack at build time.
-        fn(x.numpy(), x.numel() // k, *pre, y.numpy(), bp, nb, *post)
+        fn(x.numpy(), rows, *pre, y.numpy(), bp, nb, *post)
         return y
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
