@@ -120,18 +120,19 @@ _TIMED_RANGE = (0.5, 0.98)
 _DECISIONS: dict = {}  # (layer kind, n, k, sparsity to 1%, rows) -> sparse is faster
 
 
-def _kind(child: nn.Linear, quantize: bool, cls) -> tuple:
-    """(the layer's pack kind, the candidate layer or None). The int8 kinds and a plainly
-    unstructured fp32 weight (its first rows fail the tile pre-test, ~1 ms) are read off the
-    weight without packing, so a layer already known to be slower is never packed. An fp32
-    weight that may be 16 x 1 tiles is packed here, once, and its kind read off the pack's tile
-    view, which the layer then runs (reading it off the weight first cost as much as the pack:
-    216 against 209 ms at 4096 x 4096, 90%)."""
+def _kind(child: nn.Linear, quantize: bool, cls, rows: int) -> tuple:
+    """(the layer's pack kind, the candidate layer or None). The int8 kinds, fp32 at one row
+    (M = 1 runs the CSR kernel on tiles too) and a plainly unstructured fp32 weight (its first
+    rows fail the tile pre-test, ~1 ms) are read off the weight without packing, so a layer
+    already known to be slower is never packed. An fp32 weight that may be 16 x 1 tiles is
+    packed here, once, and its kind read off the pack's tile view, which the layer then runs
+    (reading it off the weight first cost as much as the pack: 216 against 209 ms at
+    4096 x 4096, 90%)."""
     w = child.weight.detach()
     if quantize:
         quads, tiles = stores_quads_and_tiles(w)
         return ("tiles" if tiles else "quads" if quads else "pairs"), None
-    if w.numel() == 0 or not _rows_may_share_columns((w[:128] != 0).sum(1)):
+    if rows == 1 or w.numel() == 0 or not _rows_may_share_columns((w[:128] != 0).sum(1)):
         return "f32", None
     candidate = cls.from_float(child)
     return ("f32 tiles" if candidate._packed.is_tiles else "f32"), candidate
@@ -203,7 +204,7 @@ def sparsify_(model: nn.Module, *, min_sparsity: Optional[float] = None,
                 targets.append((mod, child_name, cls.from_float(child)))
             elif s >= lo:
                 # Layers of the same kind, shape and sparsity (to 1%) share one timing.
-                kind, candidate = _kind(child, quantize, cls)
+                kind, candidate = _kind(child, quantize, cls, rows)
                 key = (kind, child.out_features, child.in_features, round(s, 2), rows)
                 if _DECISIONS.get(key, True):  # a layer known to be slower is not even packed
                     candidate = candidate if candidate is not None else cls.from_float(child)

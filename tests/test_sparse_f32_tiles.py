@@ -172,6 +172,15 @@ def test_sparse_linear_layer_and_sparsify_keep_f32_tiles():
     api_sparse._DECISIONS.clear()
     sparsify_(lin)
     assert list(api_sparse._DECISIONS) == [("f32 tiles", 64, 256, 0.75, 32)]
+    # At one row the CSR kernel runs tiles too: one kind, and no tile view is built.
+    lin1 = nn.Sequential(nn.Linear(256, 64))
+    with torch.no_grad():
+        lin1[0].weight.mul_(pp.block_mask(lin1[0].weight, 0.75, block=(16, 1)))
+    api_sparse._DECISIONS.clear()
+    sparsify_(lin1, rows=1)
+    assert [key[0] for key in api_sparse._DECISIONS] == ["f32"]
+    if type(lin1[0]) is not nn.Linear:
+        assert "_tile_cache" not in lin1[0]._packed.__dict__
 
 
 def test_sparse_linear_builds_the_tile_view_only_for_m_of_2_or_more():
