@@ -361,13 +361,15 @@ void sparse_linear_f32(const SparseMatrix& w, const SparseBlocks& blocks, const 
   if (m >= 2 && w.k > 0 && tiles != nullptr && tiles->groups > 0 &&
       kt.f32_spmm_tiles != nullptr)
     return run_f32_tiles(w, *tiles, x, m, bias, y);
-  if (m == 1) {
-    run_rows(
-        w, blocks,
-        [&](int64_t n0, int64_t n1, const int64_t* b, const int64_t* e, bool a, bool last) {
-          kt.f32_spmv_csr(&w, n0, n1, b, e, x, y, last ? bias : nullptr, a);
-        },
-        [](int64_t, int64_t) {});
+  if (m == 1) {  // each task's rows through all their K blocks in one kernel call
+    const int64_t tasks = tasks_for(w, 1);
+    const std::vector<int64_t> bounds = balanced_rows(w, tasks);
+    const int64_t* base = block_base(w, blocks, 0);
+    ThreadPool::global().run(tasks, [&](int64_t t) {
+      if (bounds[t] < bounds[t + 1])
+        kt.f32_spmv_csr(&w, bounds[t], bounds[t + 1], base, base + 1, block_count(blocks),
+                        w.n + 1, x, y, bias);
+    });
     return;
   }
   const int64_t n = w.n;

@@ -187,26 +187,26 @@ void check_sparse() {
     std::vector<float> x(k + 64), bias(n_rows + 64), ya(n_rows + 64, 0.0f), yb(ya);
     for (int64_t i = 0; i < k; ++i) x[i] = next_float(2.0f);
     for (int64_t i = 0; i < n_rows; ++i) bias[i] = next_float(1.0f);
-    // Whole rows, then the same rows again as two runs each (a K-blocked pack's call
-    // pattern: the second call accumulates), which gives every tail length 0..15.
+    // Whole rows, then the same rows as two runs each (two K blocks: runs r = b * n_rows + n,
+    // b < 2), which gives every tail length 0..15.
     const int64_t* rp = row_ptr.data();
-    std::vector<int64_t> mid(n_rows + 1);
-    for (int64_t r = 0; r < n_rows; ++r) mid[r] = rp[r] + (rp[r + 1] - rp[r]) / 3;
+    std::vector<int64_t> run_begin(2 * n_rows), run_end(2 * n_rows);
+    for (int64_t r = 0; r < n_rows; ++r) {
+      const int64_t mid = rp[r] + (rp[r + 1] - rp[r]) / 3;
+      run_begin[r] = rp[r], run_end[r] = mid;
+      run_begin[n_rows + r] = mid, run_end[n_rows + r] = rp[r + 1];
+    }
     for (bool split : {false, true}) {
       if (!split) {
-        pyquant::ref::f32_spmv_csr(&wf, 0, n_rows, rp, rp + 1, x.data(), ya.data(), bias.data(),
-                                   false);
-        pyquant::avx512::f32_spmv_csr(&wf, 0, n_rows, rp, rp + 1, x.data(), yb.data(),
-                                      bias.data(), false);
+        pyquant::ref::f32_spmv_csr(&wf, 0, n_rows, rp, rp + 1, 1, n_rows, x.data(), ya.data(),
+                                   bias.data());
+        pyquant::avx512::f32_spmv_csr(&wf, 0, n_rows, rp, rp + 1, 1, n_rows, x.data(),
+                                      yb.data(), bias.data());
       } else {
-        pyquant::ref::f32_spmv_csr(&wf, 0, n_rows, rp, mid.data(), x.data(), ya.data(), nullptr,
-                                   false);
-        pyquant::ref::f32_spmv_csr(&wf, 0, n_rows, mid.data(), rp + 1, x.data(), ya.data(),
-                                   bias.data(), true);
-        pyquant::avx512::f32_spmv_csr(&wf, 0, n_rows, rp, mid.data(), x.data(), yb.data(),
-                                      nullptr, false);
-        pyquant::avx512::f32_spmv_csr(&wf, 0, n_rows, mid.data(), rp + 1, x.data(), yb.data(),
-                                      bias.data(), true);
+        pyquant::ref::f32_spmv_csr(&wf, 0, n_rows, run_begin.data(), run_end.data(), 2, n_rows,
+                                   x.data(), ya.data(), bias.data());
+        pyquant::avx512::f32_spmv_csr(&wf, 0, n_rows, run_begin.data(), run_end.data(), 2,
+                                      n_rows, x.data(), yb.data(), bias.data());
       }
       bool close = true;
       for (size_t i = 0; i < ya.size(); ++i)
