@@ -28,7 +28,7 @@ from torch import nn
 
 from pyquant import ops
 from pyquant.nn.quant_linear import QuantLinear
-from pyquant.ops_sparse import _rows_may_share_columns, stores_quads_and_tiles
+from pyquant.ops_sparse import may_store_f32_tiles, stores_quads_and_tiles
 from pyquant.prune import block_mask
 from pyquant.nn.sparse import SparseLinear, SparseQuantLinear
 
@@ -132,7 +132,7 @@ def _kind(child: nn.Linear, quantize: bool, cls, rows: int) -> tuple:
     if quantize:
         quads, tiles = stores_quads_and_tiles(w)
         return ("tiles" if tiles else "quads" if quads else "pairs"), None
-    if rows == 1 or w.numel() == 0 or not _rows_may_share_columns((w[:128] != 0).sum(1)):
+    if rows == 1 or not may_store_f32_tiles(w):
         return "f32", None
     candidate = cls.from_float(child)
     return ("f32 tiles" if candidate._packed.is_tiles else "f32"), candidate

@@ -181,6 +181,14 @@ def test_sparse_linear_layer_and_sparsify_keep_f32_tiles():
     assert [key[0] for key in api_sparse._DECISIONS] == ["f32"]
     if type(lin1[0]) is not nn.Linear:
         assert "_tile_cache" not in lin1[0]._packed.__dict__
+    # whichever way the timing went: at one row the kind is read without packing, at more
+    # the pack is built once and handed on with its kind
+    probe = nn.Linear(256, 64)
+    with torch.no_grad():
+        probe.weight.mul_(pp.block_mask(probe.weight, 0.75, block=(16, 1)))
+    assert api_sparse._kind(probe, False, pyquant.nn.SparseLinear, 1) == ("f32", None)
+    kind, candidate = api_sparse._kind(probe, False, pyquant.nn.SparseLinear, 32)
+    assert kind == "f32 tiles" and candidate._packed.is_tiles
 
 
 def test_sparse_linear_builds_the_tile_view_only_for_m_of_2_or_more():

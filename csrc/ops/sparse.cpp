@@ -129,19 +129,25 @@ inline int64_t block_count(const SparseBlocks& blocks) {
   return blocks.block_ptr != nullptr ? blocks.num_blocks : 1;
 }
 
-// M = 1: each task's rows (split by nonzeros) through every K block, kernel(n0, n1, begin, end,
-// accumulate, last_block), then done(n0, n1) on the task's finished rows.
-template <typename Kernel, typename Done>
-void run_rows(const SparseMatrix& w, const SparseBlocks& blocks, Kernel kernel, Done done) {
+// M = 1: task(n0, n1) on ranges of rows with about equal nonzeros.
+template <typename Task>
+void run_row_ranges(const SparseMatrix& w, Task task) {
   const int64_t tasks = tasks_for(w, 1);
   const std::vector<int64_t> bounds = balanced_rows(w, tasks);
-  const int64_t nb = block_count(blocks);
   ThreadPool::global().run(tasks, [&](int64_t t) {
-    const int64_t n0 = bounds[t], n1 = bounds[t + 1];
-    if (n0 >= n1) return;
+    if (bounds[t] < bounds[t + 1]) task(bounds[t], bounds[t + 1]);
+  });
+}
+
+// M = 1, int8: each task's rows through every K block, kernel(n0, n1, begin, end, accumulate),
+// then done(n0, n1) on the task's finished rows.
+template <typename Kernel, typename Done>
+void run_rows(const SparseMatrix& w, const SparseBlocks& blocks, Kernel kernel, Done done) {
+  const int64_t nb = block_count(blocks);
+  run_row_ranges(w, [&](int64_t n0, int64_t n1) {
     for (int64_t b = 0; b < nb; ++b) {
       const int64_t* base = block_base(w, blocks, b);
-      kernel(n0, n1, base, base + 1, b > 0, b == nb - 1);
+      kernel(n0, n1, base, base + 1, b > 0);
     }
     done(n0, n1);
   });
@@ -305,7 +311,7 @@ void run_int8(const SparseMatrix& w, const SparseBlocks& blocks, const QuadMatri
     if (quads != nullptr && kt.qu8x4_spmv_csr != nullptr) {
       run_rows(
           w, blocks,
-          [&](int64_t n0, int64_t n1, const int64_t* b, const int64_t* e, bool a, bool) {
+          [&](int64_t n0, int64_t n1, const int64_t* b, const int64_t* e, bool a) {
             kt.qu8x4_spmv_csr(quads, n0, n1, b, e, xq, zero_point[0], acc, a);
           },
           done);
@@ -316,7 +322,7 @@ void run_int8(const SparseMatrix& w, const SparseBlocks& blocks, const QuadMatri
       xz[k] = static_cast<uint16_t>(static_cast<int16_t>(xq[k] - zero_point[0]));
     run_rows(
         w, blocks,
-        [&](int64_t n0, int64_t n1, const int64_t* b, const int64_t* e, bool a, bool) {
+        [&](int64_t n0, int64_t n1, const int64_t* b, const int64_t* e, bool a) {
           kt.qs16_spmv_csr(&w, n0, n1, b, e, xz, acc, a);
         },
         done);
@@ -362,13 +368,9 @@ void sparse_linear_f32(const SparseMatrix& w, const SparseBlocks& blocks, const 
       kt.f32_spmm_tiles != nullptr)
     return run_f32_tiles(w, *tiles, x, m, bias, y);
   if (m == 1) {  // each task's rows through all their K blocks in one kernel call
-    const int64_t tasks = tasks_for(w, 1);
-    const std::vector<int64_t> bounds = balanced_rows(w, tasks);
     const int64_t* base = block_base(w, blocks, 0);
-    ThreadPool::global().run(tasks, [&](int64_t t) {
-      if (bounds[t] < bounds[t + 1])
-        kt.f32_spmv_csr(&w, bounds[t], bounds[t + 1], base, base + 1, block_count(blocks),
-                        w.n + 1, x, y, bias);
+    run_row_ranges(w, [&](int64_t n0, int64_t n1) {
+      kt.f32_spmv_csr(&w, n0, n1, base, base + 1, block_count(blocks), w.n + 1, x, y, bias);
     });
     return;
   }

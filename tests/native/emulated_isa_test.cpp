@@ -219,13 +219,13 @@ void check_sparse() {
       xz[i] = static_cast<uint16_t>(static_cast<int16_t>(static_cast<int32_t>(next_u32() % 511) - 255));
     for (bool split : {false, true}) {
       std::vector<int32_t> qa(n_rows + 64, 0), qb(qa);
-      const int64_t* e0 = split ? run_end.data() : rp + 1;
+      const int64_t* mid = run_end.data();  // run_end[n], n < n_rows: the fp32 split points
+      const int64_t* e0 = split ? mid : rp + 1;
       pyquant::ref::qs16_spmv_csr(&wq, 0, n_rows, rp, e0, xz.data(), qa.data(), false);
       pyquant::avx512::qs16_spmv_csr(&wq, 0, n_rows, rp, e0, xz.data(), qb.data(), false);
       if (split) {
-        pyquant::ref::qs16_spmv_csr(&wq, 0, n_rows, run_end.data(), rp + 1, xz.data(), qa.data(), true);
-        pyquant::avx512::qs16_spmv_csr(&wq, 0, n_rows, run_end.data(), rp + 1, xz.data(), qb.data(),
-                                       true);
+        pyquant::ref::qs16_spmv_csr(&wq, 0, n_rows, mid, rp + 1, xz.data(), qa.data(), true);
+        pyquant::avx512::qs16_spmv_csr(&wq, 0, n_rows, mid, rp + 1, xz.data(), qb.data(), true);
       }
       check(qa == qb, split ? "qs16_spmv_csr (two runs per row)" : "qs16_spmv_csr", n_rows);
     }
