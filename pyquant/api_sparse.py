@@ -134,7 +134,7 @@ def _kind(child: nn.Linear, quantize: bool, cls, rows: int) -> tuple:
         return ("tiles" if tiles else "quads" if quads else "pairs"), None
     if rows == 1 or not may_store_f32_tiles(w):
         return "f32", None
-    candidate = cls.from_float(child)
+    candidate = cls.from_float(child, rows=rows)
     return ("f32 tiles" if candidate._packed.is_tiles else "f32"), candidate
 
 
@@ -169,8 +169,9 @@ def sparsify_(model: nn.Module, *, min_sparsity: Optional[float] = None,
             which it returns False stay dense.
         quantize: use ``SparseQuantLinear`` (sparse + int8, timed against the dense int8
             ``QuantLinear``) instead of ``SparseLinear`` (against the fp32 ``Linear``).
-        rows: (without min_sparsity) the batch the model will run at, for the timing; e.g. 1
-            for token-by-token decoding.
+        rows: the batch (rows of input per call) the model will run at, e.g. 1 for
+            token-by-token decoding: the sparse layers' packs are tuned for it (``rows`` of
+            ``from_float``) and, without min_sparsity, the timing runs at it.
 
     Returns:
         ``model`` (modified in place).
@@ -201,13 +202,14 @@ def sparsify_(model: nn.Module, *, min_sparsity: Optional[float] = None,
                 continue
             s = _sparsity(child.weight.detach())
             if s >= hi:
-                targets.append((mod, child_name, cls.from_float(child)))
+                targets.append((mod, child_name, cls.from_float(child, rows=rows)))
             elif s >= lo:
                 # Layers of the same kind, shape and sparsity (to 1%) share one timing.
                 kind, candidate = _kind(child, quantize, cls, rows)
                 key = (kind, child.out_features, child.in_features, round(s, 2), rows)
                 if _DECISIONS.get(key, True):  # a layer known to be slower is not even packed
-                    candidate = candidate if candidate is not None else cls.from_float(child)
+                    if candidate is None:
+                        candidate = cls.from_float(child, rows=rows)
                     if _sparse_is_faster(key, child, candidate, quantize, rows):
                         targets.append((mod, child_name, candidate))
     for parent, child_name, layer in targets:

@@ -308,35 +308,49 @@ def _narrow_idx(cols: torch.Tensor, k: int) -> torch.Tensor:
 # load/store per (row, block). Counted in panel bytes, not entries, because int8 reads less per
 # entry: a pair entry's int16 panel row is 64 bytes, a quad's 128-byte row serves 4 entries.
 # Measured on 4096 x 4096, one thread (see sparse_format.md).
-# ~100 fp32 entries per run. With block-aligned fp32 runs (_aligned_blocks) ~30 ran 7-18%
-# faster at M = 32 and 256 (4096 x 4096, 80-95%: blocks of 256-512) but ~1.5x slower at M = 1
-# (the M = 1 kernel's cost per run), so the rule stays one for all M.
 _AUTO_BLOCK_PANEL_BYTES = 100 * 128
 _PANEL_BYTES_PER_ENTRY = {"f32": 128, "pairs": 64, "quads": 32}
-_MIN_K_BLOCK = 256
+# fp32 blocks of 256 columns ran 20-40% slower than 512 at 50-70% density (M = 32 and 256),
+# and no faster at M = 1; int8 keeps 256 (not measured against 512).
+_MIN_K_BLOCK = {"f32": 512, "pairs": 256, "quads": 256}
+# rows >= 2 (fp32): the shortest blocks of >= 512 columns whose runs hold ~20 entries. The
+# M >= 2 kernel keeps paying for shorter blocks where the M = 1 kernel, one branch miss per
+# run and no panel, does not (sparse_format.md): 90% / 95%, M = 32 and 256: ~5-7% faster than
+# the ~100-entry rule, M = 1 ~15-20% slower.
+_MIN_RUN_ENTRIES = 20
 
 
-def auto_k_block(n: int, k: int, nnz: int, kind: str = "f32") -> Optional[int]:
-    """The K block :func:`sparse_pack` picks by default: a power of two >= 256 giving each
-    (row, block) run about 12.8 KB of activation-panel reads (fp32: ~100 entries; int8 pairs:
-    ~200; int8 quads: ~400), or None (one block) when that would be K or more.
+def auto_k_block(n: int, k: int, nnz: int, kind: str = "f32",
+                 rows: Optional[int] = None) -> Optional[int]:
+    """The K block :func:`sparse_pack` picks by default, or None (one block).
+
+    rows None: a power of two >= 512 (fp32; 256 for int8) giving each (row, block) run about
+    12.8 KB of activation-panel reads (fp32: ~100 entries; int8 pairs: ~200; int8 quads: ~400),
+    a compromise between the M = 1 kernel (fewest blocks) and M >= 2 (shorter blocks).
+    rows 1: one block. rows >= 2, fp32: the smallest power of two >= 512 whose runs hold
+    ~20 entries (int8: as rows None). None whenever the block would be K or more.
 
     Args:
         n, k: the weight's shape [N, K].
         nnz: its stored entries.
         kind: the pack's entries, ``"f32"``, ``"pairs"`` (int8 entry by entry) or ``"quads"``
             (int8 1 x 4 blocks).
+        rows: the rows of x the pack will mostly run at (None: unknown).
 
     Returns:
         int or None.
     """
-    if n == 0 or k == 0 or nnz == 0:
+    kb = _MIN_K_BLOCK[kind]
+    if n == 0 or k == 0 or nnz == 0 or rows == 1:
         return None
-    entries = _AUTO_BLOCK_PANEL_BYTES / _PANEL_BYTES_PER_ENTRY[kind]
-    target = entries * n * k / nnz  # columns holding that many entries of a row
-    kb = _MIN_K_BLOCK
-    while kb * 1.5 < target:
-        kb *= 2
+    density = nnz / (n * k)
+    if rows is not None and kind == "f32":
+        while kb * density < _MIN_RUN_ENTRIES:
+            kb *= 2
+    else:
+        target = _AUTO_BLOCK_PANEL_BYTES / _PANEL_BYTES_PER_ENTRY[kind] / density
+        while kb * 1.5 < target:  # the power of two nearest the target (in ratio)
+            kb *= 2
     return kb if kb < k else None
 
 
@@ -504,7 +518,7 @@ def stores_tiles(w: torch.Tensor) -> bool:
 
 
 def sparse_pack(w: TensorLike, *, dtype: torch.dtype = torch.float32,
-                k_block="auto", block="auto") -> SparsePacked:
+                k_block="auto", block="auto", rows: Optional[int] = None) -> SparsePacked:
     """Pack a pruned dense weight ``w [N, K]`` for :func:`sparse_linear`.
 
     Exact zeros are dropped; everything else is kept. Build once per layer.
@@ -525,6 +539,10 @@ def sparse_pack(w: TensorLike, *, dtype: torch.dtype = torch.float32,
             75% filled, else 1. fp32 packs store entries; one whose 16-row groups share their
             columns (``prune.block_mask(..., block=(16, 1))``) is detected as 16 x 1 tiles
             (``SparsePacked.is_tiles``), which AVX-512 CPUs run with vectors along the rows.
+        rows: with ``k_block="auto"``, the rows of x (batch, tokens) the pack will mostly run
+            at: 1 packs one block (the M = 1 kernel's fastest layout), >= 2 shorter fp32 blocks
+            (the M >= 2 kernel's), None (default) a compromise; see :func:`auto_k_block`. Any
+            pack runs at any M; only the speed differs.
 
     Returns:
         SparsePacked.
@@ -533,7 +551,7 @@ def sparse_pack(w: TensorLike, *, dtype: torch.dtype = torch.float32,
         TypeError: w not float32 / dtype not float32 or int8.
         ValueError: w not 2-d, not contiguous, on another device, or not finite; bad k_block
             or block (block=4 with fp32, with in_features % 4 != 0, or with a k_block that is
-            not a multiple of 4).
+            not a multiple of 4); rows not None or an int >= 1.
     """
     w = _as_tensor(w, "w").detach()
     _check_input(w, "w", (torch.float32,))
@@ -549,6 +567,8 @@ def sparse_pack(w: TensorLike, *, dtype: torch.dtype = torch.float32,
     if not (block in (1, 4) and not isinstance(block, bool)
             or isinstance(block, str) and block == "auto"):
         raise ValueError(f"block must be 1, 4 or 'auto', got {block!r}")
+    if rows is not None and (isinstance(rows, bool) or not isinstance(rows, int) or rows < 1):
+        raise ValueError(f"rows must be None or an int >= 1, got {rows!r}")
     n, k = w.shape
     if block == 4 and (dtype != torch.int8 or k % 4):
         raise ValueError("block=4 needs dtype=torch.int8 and in_features % 4 == 0, got "
@@ -571,11 +591,11 @@ def sparse_pack(w: TensorLike, *, dtype: torch.dtype = torch.float32,
             mask = quads.repeat_interleave(4, dim=1)  # whole quads, zeros included
             kind = "quads"
     nz = mask.nonzero()  # row-major: ascending columns within a row
-    rows, cols = nz[:, 0], nz[:, 1]
+    nz_rows, cols = nz[:, 0], nz[:, 1]
     vals = q[mask] if dtype == torch.float32 else q[mask].to(torch.int16)
     if k_block == "auto":
-        k_block = auto_k_block(n, k, int(vals.numel()), kind)
-    row_ptr, bp, cols, vals = _layout(rows, cols, vals, n, k, k_block, dtype == torch.int8)
+        k_block = auto_k_block(n, k, int(vals.numel()), kind, rows)
+    row_ptr, bp, cols, vals = _layout(nz_rows, cols, vals, n, k, k_block, dtype == torch.int8)
     return SparsePacked(n, k, row_ptr, _narrow_idx(cols, k), vals.contiguous(),
                         None if scale is None else scale.contiguous(), dtype, bp,
                         k_block if bp is not None else 0)

@@ -181,6 +181,21 @@ def test_sparsify_rows_bad_values():
             break_even_sparsity(rows=bad)
 
 
+@pytest.mark.parametrize("cls", [SparseLinear, SparseQuantLinear])
+def test_rows_hint_tunes_the_pack(cls):
+    # from_float(rows=1) packs one K block, the default several; sparsify_ passes its rows on.
+    lin = _linear(4096, 16, True, sparsity=0.9, seed=4)
+    one, default = cls.from_float(lin, rows=1), cls.from_float(lin)
+    assert one.packed.num_blocks == 1 and default.packed.num_blocks > 1
+    x = torch.randn(3, 4096)
+    torch.testing.assert_close(one(x), default(x), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="rows"):
+        cls.from_float(lin, rows=0)
+    net = nn.Sequential(lin)
+    sparsify_(net, min_sparsity=0.5, quantize=cls is SparseQuantLinear, rows=1)
+    assert isinstance(net[0], cls) and net[0].packed.num_blocks == 1
+
+
 @pytest.mark.parametrize("quantize", [False, True])
 def test_sparsify_times_layers_in_between_and_shares_the_answer(quantize):
     """Without min_sparsity: < 50% never swapped, >= 98% always, in between by the layer's own

@@ -160,7 +160,7 @@ def test_auto_k_block():
     assert auto_k_block(n, k, n * k // 100) is None  # 99%: one block
     kb90 = auto_k_block(n, k, n * k // 10)
     kb50 = auto_k_block(n, k, n * k // 2)
-    assert kb50 == 256 and kb90 is not None and 256 <= kb90 < k and kb90 & (kb90 - 1) == 0
+    assert kb50 == 512 and kb90 is not None and 512 <= kb90 < k and kb90 & (kb90 - 1) == 0
     # The same panel bytes per run: int8 pairs read half an fp32 entry's panel row, quads a
     # quarter, so their blocks are 2x and 4x longer.
     assert auto_k_block(n, k, n * k // 10, "pairs") == 2 * kb90
@@ -168,6 +168,16 @@ def test_auto_k_block():
     assert auto_k_block(n, k, n * k // 10, "quads") is None
     with pytest.raises(KeyError):
         auto_k_block(n, k, 5, "int4")
+    # rows=1: one block for every kind (the M = 1 kernels read x from L1 at any K).
+    for kind in ("f32", "pairs", "quads"):
+        assert auto_k_block(n, k, n * k // 10, kind, rows=1) is None
+    # rows >= 2, fp32: the shortest power of two >= 512 whose runs hold >= 20 entries.
+    assert auto_k_block(n, k, n * k // 10, rows=32) == 512  # 51 entries per run
+    assert auto_k_block(n, k, n * k // 20, rows=2) == 512  # 25.6
+    assert auto_k_block(n, k, n * k // 100, rows=256) == 2048  # 20.5 (1024: 10.2)
+    assert auto_k_block(n, k, n * k // 400, rows=32) is None  # 4096 = K
+    # int8 keeps its panel-bytes rule at any rows >= 2.
+    assert auto_k_block(n, k, n * k // 10, "pairs", rows=32) == 2 * kb90
     # Every default pack's block size is what auto_k_block says for its kind of entries.
     w = _pruned(64, 2048, 0.5, empty_row=False, dense_row=False)
     assert ops.sparse_pack(w).k_block == auto_k_block(64, 2048, int((w != 0).sum()))
@@ -176,6 +186,36 @@ def test_auto_k_block():
     wq = torch.randn(64, 2048, generator=torch.Generator().manual_seed(0))
     quads = ops.sparse_pack(wq * prune.block_mask(wq, 0.5), dtype=torch.int8)
     assert quads.is_quads and quads.k_block == auto_k_block(64, 2048, quads.nnz, "quads") == 1024
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.int8])
+def test_pack_rows_hint(dtype):
+    # rows tunes only the K blocks: the same weight, the same results at every M.
+    w = _pruned(48, 4096, 0.9, empty_row=True, dense_row=True)
+    one = ops.sparse_pack(w, dtype=dtype, rows=1)
+    many = ops.sparse_pack(w, dtype=dtype, rows=32)
+    default = ops.sparse_pack(w, dtype=dtype)
+    assert one.block_ptr is None and one.k_block == 0
+    from pyquant.ops_sparse import auto_k_block
+    kind = "f32" if dtype == torch.float32 else "pairs"
+    assert many.k_block == (auto_k_block(48, 4096, many.nnz, kind, rows=32) or 0)
+    if dtype == torch.float32:
+        assert many.k_block == 512 and default.k_block == 1024
+    assert torch.equal(one.to_dense(), default.to_dense())
+    assert torch.equal(many.to_dense(), default.to_dense())
+    g = torch.Generator().manual_seed(3)
+    for m in (1, 5, 40):
+        x = torch.randn(m, 4096, generator=g)
+        ref = ops.sparse_linear(x, default)
+        for p in (one, many):
+            y = ops.sparse_linear(x, p)
+            if dtype == torch.int8:
+                assert torch.equal(y, ref)  # exact int32 sums, same epilogue
+            else:
+                _assert_close_f32(y, x, w, None)
+    for bad in (0, -1, True, 2.0, "1"):
+        with pytest.raises(ValueError, match="rows"):
+            ops.sparse_pack(w, dtype=dtype, rows=bad)
 
 
 @pytest.mark.parametrize("k_block", [8, 24, 64])

@@ -129,22 +129,20 @@ inline int64_t block_count(const SparseBlocks& blocks) {
   return blocks.block_ptr != nullptr ? blocks.num_blocks : 1;
 }
 
-// M = 1: task(n0, n1) on ranges of rows with about equal nonzeros.
-template <typename Task>
-void run_row_ranges(const SparseMatrix& w, Task task) {
-  const int64_t tasks = tasks_for(w, 1);
-  const std::vector<int64_t> bounds = balanced_rows(w, tasks);
-  ThreadPool::global().run(tasks, [&](int64_t t) {
-    if (bounds[t] < bounds[t + 1]) task(bounds[t], bounds[t + 1]);
-  });
-}
-
-// M = 1, int8: each task's rows through every K block, kernel(n0, n1, begin, end, accumulate),
-// then done(n0, n1) on the task's finished rows.
+// M = 1: each task's rows (ranges with about equal nonzeros) through every K block, kernel(n0, n1, begin, end, accumulate),
+// then done(n0, n1) on the task's finished rows. Blocks outer: each block's runs of the task's
+// rows are one sequential stretch of the weight stream. A row through all its blocks in turn
+// reads one short run from each of nb places, which the prefetchers follow worse (4096 x 4096,
+// 90%, K block 256, standalone loop: 0.87 ms row by row, 0.60 ms blocks outer; 0.42 and 0.40
+// ms at K block 1024).
 template <typename Kernel, typename Done>
 void run_rows(const SparseMatrix& w, const SparseBlocks& blocks, Kernel kernel, Done done) {
   const int64_t nb = block_count(blocks);
-  run_row_ranges(w, [&](int64_t n0, int64_t n1) {
+  const int64_t tasks = tasks_for(w, 1);
+  const std::vector<int64_t> bounds = balanced_rows(w, tasks);
+  ThreadPool::global().run(tasks, [&](int64_t t) {
+    const int64_t n0 = bounds[t], n1 = bounds[t + 1];
+    if (n0 >= n1) return;
     for (int64_t b = 0; b < nb; ++b) {
       const int64_t* base = block_base(w, blocks, b);
       kernel(n0, n1, base, base + 1, b > 0);
@@ -367,11 +365,16 @@ void sparse_linear_f32(const SparseMatrix& w, const SparseBlocks& blocks, const 
   if (m >= 2 && w.k > 0 && tiles != nullptr && tiles->groups > 0 &&
       kt.f32_spmm_tiles != nullptr)
     return run_f32_tiles(w, *tiles, x, m, bias, y);
-  if (m == 1) {  // each task's rows through all their K blocks in one kernel call
-    const int64_t* base = block_base(w, blocks, 0);
-    run_row_ranges(w, [&](int64_t n0, int64_t n1) {
-      kt.f32_spmv_csr(&w, n0, n1, base, base + 1, block_count(blocks), w.n + 1, x, y, bias);
-    });
+  if (m == 1) {
+    run_rows(
+        w, blocks,
+        [&](int64_t n0, int64_t n1, const int64_t* b, const int64_t* e, bool a) {
+          kt.f32_spmv_csr(&w, n0, n1, b, e, x, y, a);
+        },
+        [&](int64_t n0, int64_t n1) {
+          if (bias != nullptr)
+            for (int64_t r = n0; r < n1; ++r) y[r] += bias[r];
+        });
     return;
   }
   const int64_t n = w.n;

@@ -28,14 +28,12 @@ void spmm(const T* values, const I* idx, int64_t n0, int64_t n1, const int64_t* 
 
 template <typename I>
 void spmv(const SparseMatrix* w, const I* idx, int64_t n0, int64_t n1, const int64_t* begin,
-          const int64_t* end, int64_t blocks, int64_t block_stride, const float* x, float* y,
-          const float* bias) {
+          const int64_t* end, const float* x, float* y, bool accumulate) {
   const auto* values = static_cast<const float*>(w->values);
   for (int64_t n = n0; n < n1; ++n) {
     float acc = 0.0f;
-    for (int64_t r = n; r < blocks * block_stride; r += block_stride)
-      for (int64_t p = begin[r]; p < end[r]; ++p) acc += values[p] * x[idx[p]];
-    y[n] = acc + (bias ? bias[n] : 0.0f);
+    for (int64_t p = begin[n]; p < end[n]; ++p) acc += values[p] * x[idx[p]];
+    y[n] = (accumulate ? y[n] : 0.0f) + acc;
   }
 }
 
@@ -62,10 +60,9 @@ void f32_spmm_csr(const SparseMatrix* w, int64_t n0, int64_t n1, const int64_t* 
 }
 
 void f32_spmv_csr(const SparseMatrix* w, int64_t n0, int64_t n1, const int64_t* begin,
-                  const int64_t* end, int64_t blocks, int64_t block_stride, const float* x,
-                  float* y, const float* bias) {
-  if (w->idx16) spmv(w, w->idx16, n0, n1, begin, end, blocks, block_stride, x, y, bias);
-  else spmv(w, w->idx32, n0, n1, begin, end, blocks, block_stride, x, y, bias);
+                  const int64_t* end, const float* x, float* y, bool accumulate) {
+  if (w->idx16) spmv(w, w->idx16, n0, n1, begin, end, x, y, accumulate);
+  else spmv(w, w->idx32, n0, n1, begin, end, x, y, accumulate);
 }
 
 void qs16_spmm_csr(const SparseMatrix* w, int64_t n0, int64_t n1, const int64_t* begin,

@@ -75,7 +75,7 @@ class _SparseLinearBase(NativeArgsCache):
                 del self._buffers[key]
 
     @classmethod
-    def from_float(cls, linear: nn.Module):
+    def from_float(cls, linear: nn.Module, *, rows: Optional[int] = None):
         """Build from an ``nn.Linear`` (pruned or not; exact zeros are skipped).
 
         Works on modules pruned with ``torch.nn.utils.prune`` (their ``weight`` is the
@@ -83,13 +83,15 @@ class _SparseLinearBase(NativeArgsCache):
 
         Args:
             linear: a module with a 2-d floating ``weight`` ``[out, in]`` and ``bias`` (or None).
+            rows: the rows of input (batch x tokens) the layer will mostly run at, which tunes
+                the pack's K blocks (``ops.sparse_pack``); None: a compromise for any M.
 
         Returns:
             The sparse module (the input is not modified).
 
         Raises:
             TypeError: linear has no floating 2-d weight.
-            ValueError: the weight has NaN or Inf.
+            ValueError: the weight has NaN or Inf, or rows is not None or an int >= 1.
         """
         w = getattr(linear, "weight", None)
         if not isinstance(w, torch.Tensor) or w.ndim != 2 or not w.is_floating_point():
@@ -100,7 +102,7 @@ class _SparseLinearBase(NativeArgsCache):
         mod = cls(in_f, out_f, bias=b is not None)
         with torch.no_grad():
             mod._set_packed(ops.sparse_pack(w.detach().to(torch.float32).contiguous(),
-                                            dtype=cls._dtype))
+                                            dtype=cls._dtype, rows=rows))
             if b is not None:
                 mod.bias = b.detach().to(torch.float32).clone().contiguous()
         return mod

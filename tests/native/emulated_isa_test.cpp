@@ -184,29 +184,21 @@ void check_sparse() {
                                          qpanel.data(), width, qc.data(), false);
       check(qa == qc, "qs16_spmm_csr avx512vnni", n_rows * width);
     }
-    std::vector<float> x(k + 64), bias(n_rows + 64), ya(n_rows + 64, 0.0f), yb(ya);
+    std::vector<float> x(k + 64), ya(n_rows + 64, 0.0f), yb(ya);
     for (int64_t i = 0; i < k; ++i) x[i] = next_float(2.0f);
-    for (int64_t i = 0; i < n_rows; ++i) bias[i] = next_float(1.0f);
-    // Whole rows, then the same rows as two runs each (two K blocks: runs r = b * n_rows + n,
-    // b < 2), which gives every tail length 0..15.
+    // Whole rows, then the same rows again as two runs each (a K-blocked pack's call
+    // pattern: the second call accumulates), which gives every tail length 0..15.
     const int64_t* rp = row_ptr.data();
-    std::vector<int64_t> run_begin(2 * n_rows), run_end(2 * n_rows);
-    for (int64_t r = 0; r < n_rows; ++r) {
-      const int64_t mid = rp[r] + (rp[r + 1] - rp[r]) / 3;
-      run_begin[r] = rp[r], run_end[r] = mid;
-      run_begin[n_rows + r] = mid, run_end[n_rows + r] = rp[r + 1];
-    }
+    std::vector<int64_t> mid(n_rows + 1);
+    for (int64_t r = 0; r < n_rows; ++r) mid[r] = rp[r] + (rp[r + 1] - rp[r]) / 3;
     for (bool split : {false, true}) {
-      if (!split) {
-        pyquant::ref::f32_spmv_csr(&wf, 0, n_rows, rp, rp + 1, 1, n_rows, x.data(), ya.data(),
-                                   bias.data());
-        pyquant::avx512::f32_spmv_csr(&wf, 0, n_rows, rp, rp + 1, 1, n_rows, x.data(),
-                                      yb.data(), bias.data());
-      } else {
-        pyquant::ref::f32_spmv_csr(&wf, 0, n_rows, run_begin.data(), run_end.data(), 2, n_rows,
-                                   x.data(), ya.data(), bias.data());
-        pyquant::avx512::f32_spmv_csr(&wf, 0, n_rows, run_begin.data(), run_end.data(), 2,
-                                      n_rows, x.data(), yb.data(), bias.data());
+      const int64_t* e0 = split ? mid.data() : rp + 1;
+      pyquant::ref::f32_spmv_csr(&wf, 0, n_rows, rp, e0, x.data(), ya.data(), false);
+      pyquant::avx512::f32_spmv_csr(&wf, 0, n_rows, rp, e0, x.data(), yb.data(), false);
+      if (split) {
+        pyquant::ref::f32_spmv_csr(&wf, 0, n_rows, mid.data(), rp + 1, x.data(), ya.data(), true);
+        pyquant::avx512::f32_spmv_csr(&wf, 0, n_rows, mid.data(), rp + 1, x.data(), yb.data(),
+                                      true);
       }
       bool close = true;
       for (size_t i = 0; i < ya.size(); ++i)
@@ -219,13 +211,13 @@ void check_sparse() {
       xz[i] = static_cast<uint16_t>(static_cast<int16_t>(static_cast<int32_t>(next_u32() % 511) - 255));
     for (bool split : {false, true}) {
       std::vector<int32_t> qa(n_rows + 64, 0), qb(qa);
-      const int64_t* mid = run_end.data();  // run_end[n], n < n_rows: the fp32 split points
-      const int64_t* e0 = split ? mid : rp + 1;
+      const int64_t* e0 = split ? mid.data() : rp + 1;
       pyquant::ref::qs16_spmv_csr(&wq, 0, n_rows, rp, e0, xz.data(), qa.data(), false);
       pyquant::avx512::qs16_spmv_csr(&wq, 0, n_rows, rp, e0, xz.data(), qb.data(), false);
       if (split) {
-        pyquant::ref::qs16_spmv_csr(&wq, 0, n_rows, mid, rp + 1, xz.data(), qa.data(), true);
-        pyquant::avx512::qs16_spmv_csr(&wq, 0, n_rows, mid, rp + 1, xz.data(), qb.data(), true);
+        pyquant::ref::qs16_spmv_csr(&wq, 0, n_rows, mid.data(), rp + 1, xz.data(), qa.data(), true);
+        pyquant::avx512::qs16_spmv_csr(&wq, 0, n_rows, mid.data(), rp + 1, xz.data(), qb.data(),
+                                       true);
       }
       check(qa == qb, split ? "qs16_spmv_csr (two runs per row)" : "qs16_spmv_csr", n_rows);
     }

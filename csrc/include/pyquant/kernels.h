@@ -142,12 +142,10 @@ using PanelPackF32Fn = void (*)(const float* x, int64_t k, int64_t m0, int64_t v
 using TileDequantizeFn = void (*)(const int32_t* tile, int64_t width, int64_t valid, int64_t n0,
                                   int64_t n1, const float* x_scale, const float* w_scale,
                                   const float* bias, float* y, int64_t ldy, int64_t m0);
-// M = 1: y[n] = sum over the row's runs r = b * block_stride + n, b < blocks, of
-// sum_{p in [begin[r], end[r])} values[p] * x[col[p]] (+ bias[n] if bias) for n in [n0, n1):
-// every K block of a row in one pass, one reduction per row (plain CSR: blocks = 1).
+// M = 1: y[n] = (accumulate ? y[n] : 0) + sum_{p in [begin[n], end[n])} values[p] * x[col[p]]
+// for n in [n0, n1): one call per K block (the op adds the bias after the last).
 using SpmvF32Fn = void (*)(const SparseMatrix* w, int64_t n0, int64_t n1, const int64_t* begin,
-                           const int64_t* end, int64_t blocks, int64_t block_stride,
-                           const float* x, float* y, const float* bias);
+                           const int64_t* end, const float* x, float* y, bool accumulate);
 // int8: the panel holds int16 (x_q - zero_point) in [-255, 255]; int32 accumulation, exact
 // (|sum| <= nnz_row * 255 * 127 < 2^31 is checked at pack time). Entries come in pairs.
 using SpmmQ8Fn = void (*)(const SparseMatrix* w, int64_t n0, int64_t n1, const int64_t* begin,
@@ -236,8 +234,7 @@ using SpmvQu8x4Fn = void (*)(const QuadMatrix* w, int64_t n0, int64_t n1, const 
                     const int64_t* end, int64_t stride, const float* panel, int64_t width,      \
                     float* yt, bool accumulate);                                                \
   void f32_spmv_csr(const SparseMatrix* w, int64_t n0, int64_t n1, const int64_t* begin,        \
-                    const int64_t* end, int64_t blocks, int64_t block_stride, const float* x,   \
-                    float* y, const float* bias);                                               \
+                    const int64_t* end, const float* x, float* y, bool accumulate);             \
   void qs16_spmm_csr(const SparseMatrix* w, int64_t n0, int64_t n1, const int64_t* begin,       \
                      const int64_t* end, int64_t stride, const int16_t* panel, int64_t width,   \
                      int32_t* acct, bool accumulate);                                           \
