@@ -12,7 +12,8 @@ Two ways to run it:
   time; with more threads it is wall time.
 
 Implementations: fp32 dense ``F.linear`` (with ``out=``), ``torch.sparse.mm`` on a CSR
-weight, ``scipy.sparse`` CSR (if installed), pyquant fp32 sparse, pyquant sparse + int8, and
+weight, ``scipy.sparse`` CSR (if installed), pyquant fp32 sparse (its pack tuned for the M it
+runs at, ``sparse_pack(w, rows=M)``, and the default pack), pyquant sparse + int8 (``rows=M``), and
 PyTorch's dynamic int8 ``Linear`` (``torch.ao.quantization.quantize_dynamic``, fbgemm) and
 pyquant's own dense int8 ``QuantLinear`` (what a pruned-and-quantized layer competes with).
 """
@@ -152,11 +153,16 @@ def f32_tile_table(threads: int, reps: int) -> str:
 def implementations(w: torch.Tensor, m: int):
     """name -> zero-argument callable computing y (or y^T) for a fixed x of m rows."""
     x, y, impls = _fp32_baselines(w, m)
-    packed = ops.sparse_pack(w)
-    packed8 = ops.sparse_pack(w, dtype=torch.int8)
+    # Packs tuned for the batch they run at (rows=m: the K blocks, see ops.auto_k_block), as
+    # SparseLinear.from_float(rows=...) and sparsify_(rows=...) build them; and the default
+    # pack (rows=None), the one compromise layout for any M.
+    packed = ops.sparse_pack(w, rows=m)
+    default = ops.sparse_pack(w)
+    packed8 = ops.sparse_pack(w, dtype=torch.int8, rows=m)
     _, qlin, pqlin = _dense_layers(w)
     impls.update({
         "pyquant_sparse_f32": lambda: ops.sparse_linear(x, packed, out=y),
+        "pyquant_sparse_f32_default": lambda: ops.sparse_linear(x, default, out=y),
         "pyquant_sparse_int8": lambda: ops.sparse_linear(x, packed8, out=y),
         "torch_dynamic_int8_dense": lambda: qlin(x),
         "pyquant_dense_int8": lambda: pqlin(x),
@@ -236,19 +242,20 @@ def table(threads: int, reps: int) -> str:
                      t["torch_dynamic_int8_dense"] / t["pyquant_sparse_int8"],
                      t["pyquant_dense_int8"] / t["pyquant_sparse_int8"],
                      t["dense_f32"] / t["pyquant_sparse_int8"],
+                     t["dense_f32"] / t["pyquant_sparse_f32_default"],
                      t["dense_f32"], t["pyquant_sparse_f32"], t["pyquant_sparse_int8"],
                      t["torch_sparse_csr"], t.get("scipy_csr", float("nan")),
                      t["torch_dynamic_int8_dense"], t["pyquant_dense_int8"]))
     head = ("| sparsity | M | sparse f32 / dense f32 | sparse f32 / best(torch.sparse, scipy) "
             "| sparse int8 / dense int8 (torch dynamic) | sparse int8 / dense int8 (pyquant "
-            "QuantLinear) | sparse int8 / dense f32 "
+            "QuantLinear) | sparse int8 / dense f32 | default-pack sparse f32 / dense f32 "
             "| dense f32 ms | sparse f32 ms | sparse int8 ms | torch.sparse ms | scipy ms "
             "| torch int8 ms | pyquant int8 ms |\n|---|---|---|---|---|---|---|---|---|---|---|---|"
-            "---|---|\n")
+            "---|---|---|\n")
     body = "".join(f"| {s:.0%} | {m} | {a:.2f}x | {b:.2f}x | {c:.2f}x | {c2:.2f}x | {d:.2f}x "
-                   f"| {e * 1e3:.2f} | {f * 1e3:.2f} | {g * 1e3:.2f} | {h * 1e3:.2f} "
+                   f"| {d2:.2f}x | {e * 1e3:.2f} | {f * 1e3:.2f} | {g * 1e3:.2f} | {h * 1e3:.2f} "
                    f"| {i * 1e3:.2f} | {j * 1e3:.2f} | {j2 * 1e3:.2f} |\n"
-                   for s, m, a, b, c, c2, d, e, f, g, h, i, j, j2 in rows)
+                   for s, m, a, b, c, c2, d, d2, e, f, g, h, i, j, j2 in rows)
     return head + body
 
 
@@ -277,7 +284,7 @@ if pytest is not None:
             benchmark(_CACHE[key][name])
 
     _NAMES = ["dense_f32", "torch_sparse_csr", "scipy_csr", "pyquant_sparse_f32",
-              "pyquant_sparse_int8", "torch_dynamic_int8_dense", "pyquant_dense_int8"]
+              "pyquant_sparse_f32_default", "pyquant_sparse_int8", "torch_dynamic_int8_dense", "pyquant_dense_int8"]
 
     @pytest.mark.parametrize("name", _NAMES)
     @pytest.mark.parametrize("m", MS)

@@ -65,11 +65,12 @@ def _quantize(model: nn.Module, recipe: QuantizeRecipe,
 def _sparsify(model: nn.Module, recipe: SparseRecipe, quantize: bool) -> nn.Module:
     """Swap pruned Linear layers for sparse-kernel layers where faster, in place.
 
-    ``pyquant.sparsify_(model, min_sparsity=..., quantize=...)``
+    ``pyquant.sparsify_(model, min_sparsity=..., quantize=..., rows=...)``
     (``quantize=True`` gives sparse + int8 layers). Runs before ``_quantize``, which then
     converts the layers left dense.
     """
-    return sparsify_(model, min_sparsity=recipe.min_sparsity, quantize=quantize) or model
+    return sparsify_(model, min_sparsity=recipe.min_sparsity, quantize=quantize,
+                     rows=recipe.rows) or model
 
 
 # ----------------------------------------------------------------------------- pipeline

@@ -105,14 +105,19 @@ class SparseRecipe:
     Attributes:
         enabled: call ``pyquant.sparsify_`` after pruning.
         min_sparsity: optional lower bound on a layer's sparsity for the swap.
+        rows: the batch (rows of input per call) the model will run at, e.g. 1 for
+            token-by-token decoding: ``sparsify_``'s ``rows`` (the packs' layout and the timing).
     """
 
     enabled: bool = False
     min_sparsity: Optional[float] = None
+    rows: int = 32
 
     def __post_init__(self):
         _check(self.min_sparsity is None or 0.0 <= self.min_sparsity <= 1.0,
                f"sparse.min_sparsity must be in [0, 1], got {self.min_sparsity!r}")
+        _check(isinstance(self.rows, int) and not isinstance(self.rows, bool) and self.rows >= 1,
+               f"sparse.rows must be an int >= 1, got {self.rows!r}")
 
 
 _SECTIONS = {"prune": PruneRecipe, "distill": DistillRecipe, "quantize": QuantizeRecipe,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import importlib
 import json
 
 import pytest
@@ -16,7 +17,7 @@ from torch import nn
 import pyquant
 from pyquant.compress import compress, cubic_schedule
 from pyquant.distill import make_loader, seed_everything, train
-from pyquant.recipe import DistillRecipe, PruneRecipe, QuantizeRecipe, Recipe
+from pyquant.recipe import DistillRecipe, PruneRecipe, QuantizeRecipe, Recipe, SparseRecipe
 from pyquant.report import Report, count_parameters, file_size, measure_latency, report, sweep
 
 
@@ -182,7 +183,8 @@ def test_recipe_from_yaml_and_json(tmp_path):
 @pytest.mark.parametrize("data, match", [
     ({"prune": {"amount": 1.0}}, "prune.amount"), ({"prune": {"amont": 0.5}}, "amont"),
     ({"quantize": {"mode": "fp4"}}, "quantize.mode"), ({"bogus": 1}, "bogus"),
-    ({"distill": {"alpha": 2}}, "distill.alpha"), ({"prune": {"steps": 0}}, "prune.steps")])
+    ({"distill": {"alpha": 2}}, "distill.alpha"), ({"prune": {"steps": 0}}, "prune.steps"),
+    ({"sparse": {"rows": 0}}, "sparse.rows"), ({"sparse": {"rows": True}}, "sparse.rows")])
 def test_recipe_errors_name_the_key(data, match):
     with pytest.raises(ValueError, match=match):
         Recipe.from_dict(data)
@@ -233,6 +235,24 @@ def test_compress_prunes_gradually_with_distillation_and_keeps_accuracy(data, tr
     assert rep.rows[1]["ratio"] > 2 and rep.rows[1]["latency_ms"] > 0
     # the original model given to compress is left as it was in the report's baseline
     assert rep.rows[0]["nonzeros"] == count_parameters(trained)["nonzeros"]
+
+
+def test_compress_sparsifies_for_the_recipe_rows(data, trained, monkeypatch):
+    """SparseRecipe.rows reaches sparsify_ (the packs' layout and its timing batch)."""
+    C = importlib.import_module("pyquant.compress")  # the attribute is the compress function
+    seen, real = {}, C.sparsify_
+
+    def spy(model, **kw):
+        seen.update(kw)
+        return real(model, **kw)
+
+    monkeypatch.setattr(C, "sparsify_", spy)
+    recipe = Recipe(prune=PruneRecipe(0.9, "global", 1, 0),
+                    sparse=SparseRecipe(True, min_sparsity=0.5, rows=1), seed=0)
+    out, _ = compress(copy.deepcopy(trained), recipe, train_loader=make_loader(data[0], 64),
+                      progress=False)
+    assert seen == {"min_sparsity": 0.5, "quantize": False, "rows": 1}
+    assert any(isinstance(m, pyquant.nn.SparseLinear) for m in out.modules())
 
 
 def test_compress_checks_inputs(trained):
