@@ -284,7 +284,8 @@ if pytest is not None:
             benchmark(_CACHE[key][name])
 
     _NAMES = ["dense_f32", "torch_sparse_csr", "scipy_csr", "pyquant_sparse_f32",
-              "pyquant_sparse_f32_default", "pyquant_sparse_int8", "torch_dynamic_int8_dense", "pyquant_dense_int8"]
+              "pyquant_sparse_f32_default", "pyquant_sparse_int8", "torch_dynamic_int8_dense",
+              "pyquant_dense_int8"]
 
     @pytest.mark.parametrize("name", _NAMES)
     @pytest.mark.parametrize("m", MS)

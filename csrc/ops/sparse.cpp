@@ -129,12 +129,12 @@ inline int64_t block_count(const SparseBlocks& blocks) {
   return blocks.block_ptr != nullptr ? blocks.num_blocks : 1;
 }
 
-// M = 1: each task's rows (ranges with about equal nonzeros) through every K block, kernel(n0, n1, begin, end, accumulate),
-// then done(n0, n1) on the task's finished rows. Blocks outer: each block's runs of the task's
-// rows are one sequential stretch of the weight stream. A row through all its blocks in turn
-// reads one short run from each of nb places, which the prefetchers follow worse (4096 x 4096,
-// 90%, K block 256, standalone loop: 0.87 ms row by row, 0.60 ms blocks outer; 0.42 and 0.40
-// ms at K block 1024).
+// M = 1: each task's rows (a range with about equal nonzeros) through every K block,
+// kernel(n0, n1, begin, end, accumulate), then done(n0, n1) on the task's finished rows.
+// Blocks outer: each block's runs of the task's rows are one sequential stretch of the weight
+// stream. A row through all its blocks in turn reads one short run from each of nb places,
+// which the prefetchers follow worse (4096 x 4096, 90%, K block 256, standalone loop: 0.87 ms
+// row by row, 0.60 ms blocks outer; 0.42 and 0.40 ms at K block 1024).
 template <typename Kernel, typename Done>
 void run_rows(const SparseMatrix& w, const SparseBlocks& blocks, Kernel kernel, Done done) {
   const int64_t nb = block_count(blocks);
