@@ -8,6 +8,7 @@ import copy
 import pytest
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 import pyquant
 from pyquant import reference
@@ -172,6 +173,50 @@ def test_conv2d(isa, cfg, act):
     fresh = QuantConv2d(**cfg, act=act)
     fresh.load_state_dict(qc.state_dict())
     assert torch.equal(fresh(x), got)
+
+
+@pytest.mark.parametrize("nhwc", [False, True])
+@pytest.mark.parametrize("geom", [
+    dict(kernel_size=(3, 3), stride=(1, 1), padding=(1, 1), dilation=(1, 1)),
+    dict(kernel_size=(3, 2), stride=(2, 1), padding=(0, 2), dilation=(1, 2)),
+    dict(kernel_size=(1, 1), stride=(1, 1), padding=(0, 0), dilation=(1, 1)),
+    dict(kernel_size=(5, 5), stride=(3, 2), padding=(2, 1), dilation=(1, 1)),
+])
+def test_im2col_matches_unfold(threads, nhwc, geom):
+    # QuantConv2d's native im2col: F.unfold's windows, transposed to rows, bit for bit, from
+    # NCHW or channels-last memory; one process runs every geometry, so the reused padded
+    # buffer must not carry one call's values into the next one's border.
+    from pyquant import _C
+    g = torch.Generator().manual_seed(1)
+    # the last shape is large enough to be split over the pool's tasks
+    for b, c, h, w in ((2, 3, 9, 7), (1, 5, 6, 11), (3, 16, 30, 30)):
+        x = torch.randn(b, c, h, w, generator=g) + 5.0  # no zeros: a missed border shows
+        want = F.unfold(x, **geom).transpose(1, 2).reshape(-1, c * geom["kernel_size"][0] *
+                                                             geom["kernel_size"][1])
+        src = x.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1) if nhwc else x
+        out = torch.full(want.shape, float("nan"))
+        _C.im2col_f32(src.contiguous().numpy(), nhwc, b, c, h, w, *geom["kernel_size"],
+                      *geom["stride"], *geom["padding"], *geom["dilation"], out.numpy())
+        assert torch.equal(out, want)
+    with pytest.raises(ValueError, match="out must have"):
+        _C.im2col_f32(x.numpy(), False, b, c, h, w, 3, 3, 1, 1, 1, 1, 1, 1, out[:-1].numpy())
+    with pytest.raises(ValueError, match="larger than the padded input"):
+        _C.im2col_f32(x.numpy(), False, b, c, h, w, h + 1, 3, 1, 1, 0, 0, 1, 1, out.numpy())
+
+
+def test_conv2d_input_layouts():
+    # NCHW, channels-last (what a QuantConv2d returns), strided and float64 inputs: one result.
+    torch.manual_seed(0)
+    qc = QuantConv2d.from_float(nn.Conv2d(6, 8, 3, padding=1))
+    x = torch.randn(2, 6, 9, 12)
+    want = qc(x)
+    assert torch.equal(qc(x.contiguous(memory_format=torch.channels_last)), want)
+    wide = torch.randn(2, 6, 9, 24)
+    wide[..., ::2] = x
+    assert torch.equal(qc(wide[..., ::2]), want)
+    assert torch.equal(qc(x.double()), want)
+    chained = QuantConv2d.from_float(nn.Conv2d(8, 4, 3, padding=1))
+    assert torch.equal(chained(want), chained(want.contiguous()))
 
 
 @pytest.mark.parametrize("assign", [False, True])

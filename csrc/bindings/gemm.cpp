@@ -1,4 +1,4 @@
-// Bindings of the int8 GEMM family: pack_b, int8_matmul, quant_linear.
+// Bindings of the int8 GEMM family: pack_b, int8_matmul, quant_linear, and QuantConv2d's im2col.
 #include <chrono>
 #include <string>
 
@@ -147,6 +147,34 @@ void bind_gemm(py::module_& m) {
       py::arg("mode"), py::arg("static_scale"), py::arg("static_zero_point"),
       py::arg("packed").noconvert(), py::arg("col_sum").noconvert(),
       py::arg("w_scale").noconvert(), py::arg("bias").none(true), py::arg("out").noconvert());
+
+  m.def(
+      "im2col_f32",
+      [](const carray<float>& x, bool nhwc, int64_t B, int64_t C, int64_t H, int64_t W,
+         int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh,
+         int64_t dw, carray<float> out) {
+        require(B >= 0 && C >= 1 && H >= 1 && W >= 1, "bad input sizes");
+        require(kh >= 1 && kw >= 1 && sh >= 1 && sw >= 1 && ph >= 0 && pw >= 0 && dh >= 1 &&
+                    dw >= 1,
+                "bad kernel, stride, padding or dilation");
+        const int64_t ho = (H + 2 * ph - dh * (kh - 1) - 1) / sh + 1;
+        const int64_t wo = (W + 2 * pw - dw * (kw - 1) - 1) / sw + 1;
+        require(H + 2 * ph - dh * (kh - 1) >= 1 && W + 2 * pw - dw * (kw - 1) >= 1,
+                "the (dilated) kernel is larger than the padded input");
+        require(x.size() == B * C * H * W, "x must have B * C * H * W elements, got " +
+                                               num(x.size()));
+        require(out.size() == B * ho * wo * C * kh * kw,
+                "out must have B * Ho * Wo * C * kh * kw = " + num(B * ho * wo * C * kh * kw) +
+                    " elements, got " + num(out.size()));
+        require_disjoint(out, "out", x, "x");
+        const Conv2dShape s{kh, kw, sh, sw, ph, pw, dh, dw, ho, wo};
+        float* op = out.mutable_data();
+        py::gil_scoped_release release;
+        im2col_f32(x.data(), nhwc, B, C, H, W, s, op);
+      },
+      py::arg("x").noconvert(), py::arg("nhwc"), py::arg("B"), py::arg("C"), py::arg("H"),
+      py::arg("W"), py::arg("kh"), py::arg("kw"), py::arg("sh"), py::arg("sw"), py::arg("ph"),
+      py::arg("pw"), py::arg("dh"), py::arg("dw"), py::arg("out").noconvert());
 }
 
 }  // namespace bindings

@@ -21,7 +21,6 @@ from typing import Optional
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from pyquant import _C, _alloc, _runtime, ops
 from pyquant._runtime import supported_isas
@@ -375,9 +374,20 @@ class QuantConv2d(_QuantGemmBase):
                              f"{self.padding}): output would be {(ho, wo)}")
         if b == 0:
             return torch.empty(0, ho, wo, self.out_channels).permute(0, 3, 1, 2)
-        cols = F.unfold(x.to(torch.float32), self.kernel_size, dilation=self.dilation,
-                        padding=self.padding, stride=self.stride)  # [B, C*kh*kw, L], group-major
-        x2 = cols.transpose(1, 2).reshape(b * ho * wo, -1).contiguous()
+        x = x.detach()
+        if x.dtype != torch.float32:
+            x = x.to(torch.float32)
+        # im2col in one native pass over NCHW or channels-last memory (what the previous
+        # QuantConv2d returns), rows (b, oy, ox), columns in F.unfold's group-major order.
+        nhwc = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+        if nhwc:
+            x = x.permute(0, 2, 3, 1)  # C-contiguous [B, H, W, C]
+        elif not x.is_contiguous():
+            x = x.contiguous()
+        x2 = _alloc.empty((b * ho * wo, self.in_channels * kh * kw), torch.float32)
+        _runtime._sync_threads()
+        _C.im2col_f32(x.numpy(), nhwc, b, self.in_channels, h, w, kh, kw, *self.stride,
+                      *self.padding, *self.dilation, x2.numpy())
         y = self._gemm(x2)  # [B*L, out_channels]
         # Channels-last memory, NCHW shape: no copy back to NCHW order.
         return y.view(b, ho, wo, self.out_channels).permute(0, 3, 1, 2)

@@ -141,4 +141,15 @@ Status quant_linear(const float* x, int64_t M, int64_t K, int64_t N, int64_t gro
                     const int8_t* packed, const int32_t* col_sum, const float* w_scale,
                     const float* bias, float* out);
 
+// A 2-d convolution's window geometry (kernel, stride, padding, dilation) and output size.
+struct Conv2dShape {
+  int64_t kh, kw, sh, sw, ph, pw, dh, dw, ho, wo;
+};
+
+// im2col: x [B, C, H, W] (nhwc: stored [B, H, W, C]), contiguous float32 -> cols
+// [B * ho * wo, C * kh * kw], row (b, oy, ox), column c * kh * kw + ky * kw + kx (F.unfold's
+// order, transposed), 0 where the window covers padding. Split over the thread pool by rows.
+void im2col_f32(const float* x, bool nhwc, int64_t B, int64_t C, int64_t H, int64_t W,
+                const Conv2dShape& s, float* cols);
+
 }  // namespace pyquant
