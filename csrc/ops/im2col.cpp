@@ -44,7 +44,9 @@ void im2col_f32(const float* x, bool nhwc, int64_t B, int64_t C, int64_t H, int6
   const int64_t tasks = std::max<int64_t>(
       1, std::min<int64_t>(num_tasks_for(B * rows * K, 1 << 16), B * rows));
   // The caller's buffer, grown and reused (a fresh one of more than 128 KB would page-fault on
-  // every call); the workers only read and write through the pointer.
+  // every call); the workers only read and write through the pointer. Above kKeepFloats (an
+  // input of more than 16 MB) it is freed after the call rather than held for good.
+  constexpr size_t kKeepFloats = size_t{4} << 20;
   thread_local std::vector<float> scratch;
   const size_t need = static_cast<size_t>(B * C * hp * wp);
   if (scratch.size() < need) scratch.resize(need);
@@ -86,6 +88,7 @@ void im2col_f32(const float* x, bool nhwc, int64_t B, int64_t C, int64_t H, int6
         rows_from_padded<0>(pb, C, hp, wp, s, tap.data(), taps, lo, hi, cb);
     }
   });
+  if (scratch.size() > kKeepFloats) std::vector<float>().swap(scratch);
 }
 
 }  // namespace pyquant
