@@ -158,7 +158,8 @@ def _conv_reference(qc: QuantConv2d, x):
     dict(in_channels=4, out_channels=4, kernel_size=(3, 1), padding=(2, 0), dilation=2, groups=4),
     dict(in_channels=5, out_channels=7, kernel_size=1, bias=False),
 ])
-@pytest.mark.parametrize("act", ["per_row", "per_row7"])
+# per_row, per_row7: im2col and quantization fused (quant_conv2d); per_tensor: im2col_f32, GEMM
+@pytest.mark.parametrize("act", ["per_row", "per_row7", "per_tensor"])
 def test_conv2d(isa, cfg, act):
     torch.manual_seed(0)
     conv = nn.Conv2d(**cfg)

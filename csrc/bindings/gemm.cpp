@@ -175,6 +175,58 @@ void bind_gemm(py::module_& m) {
       py::arg("x").noconvert(), py::arg("nhwc"), py::arg("B"), py::arg("C"), py::arg("H"),
       py::arg("W"), py::arg("kh"), py::arg("kw"), py::arg("sh"), py::arg("sw"), py::arg("ph"),
       py::arg("pw"), py::arg("dh"), py::arg("dw"), py::arg("out").noconvert());
+
+  m.def(
+      "quant_conv2d",
+      [](const carray<float>& x, bool nhwc, int64_t B, int64_t C, int64_t H, int64_t W,
+         int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh,
+         int64_t dw, int64_t N, int64_t groups, int mode, const carray<int8_t>& packed,
+         const carray<int32_t>& col_sum, const carray<float>& w_scale, py::object bias,
+         carray<float> out) {
+        require(B >= 0 && C >= 1 && H >= 1 && W >= 1 && N >= 1 && groups >= 1 &&
+                    C % groups == 0,
+                "bad sizes");
+        require(kh >= 1 && kw >= 1 && sh >= 1 && sw >= 1 && ph >= 0 && pw >= 0 && dh >= 1 &&
+                    dw >= 1,
+                "bad kernel, stride, padding or dilation");
+        require(mode == 0 || mode == 3, "quant_conv2d takes the per-row modes 0 and 3");
+        require(H + 2 * ph - dh * (kh - 1) >= 1 && W + 2 * pw - dw * (kw - 1) >= 1,
+                "the (dilated) kernel is larger than the padded input");
+        const int64_t ho = (H + 2 * ph - dh * (kh - 1) - 1) / sh + 1;
+        const int64_t wo = (W + 2 * pw - dw * (kw - 1) - 1) / sw + 1;
+        const int64_t K = C / groups * kh * kw;
+        require(x.size() == B * C * H * W, "x must have B * C * H * W elements");
+        require(out.size() == B * ho * wo * N * groups,
+                "out must have B * Ho * Wo * N * groups elements");
+        const int64_t Np = gemm_padded_n(N), Kp = gemm_padded_k(K);
+        require(packed.size() == groups * Np * Kp, "packed weight does not match K, N, groups");
+        require(col_sum.size() == groups * Np && w_scale.size() == groups * Np,
+                "col_sum and w_scale need groups * Np elements");
+        const float* bp = nullptr;
+        carray<float> bias_arr;
+        if (!bias.is_none()) {
+          bias_arr = bias.cast<carray<float>>();
+          require(bias_arr.size() == groups * Np, "bias needs groups * Np elements");
+          bp = bias_arr.data();
+          require_disjoint(out, "out", bias_arr, "bias");
+        }
+        require_disjoint(out, "out", x, "x");
+        const Conv2dShape s{kh, kw, sh, sw, ph, pw, dh, dw, ho, wo};
+        float* op = out.mutable_data();
+        Status st;
+        {
+          py::gil_scoped_release release;
+          st = quant_conv2d(x.data(), nhwc, B, C, H, W, s, N, groups,
+                            static_cast<ActQuant>(mode), packed.data(), col_sum.data(),
+                            w_scale.data(), bp, op);
+        }
+        raise_status(st, "input");
+      },
+      py::arg("x").noconvert(), py::arg("nhwc"), py::arg("B"), py::arg("C"), py::arg("H"),
+      py::arg("W"), py::arg("kh"), py::arg("kw"), py::arg("sh"), py::arg("sw"), py::arg("ph"),
+      py::arg("pw"), py::arg("dh"), py::arg("dw"), py::arg("N"), py::arg("groups"),
+      py::arg("mode"), py::arg("packed").noconvert(), py::arg("col_sum").noconvert(),
+      py::arg("w_scale").noconvert(), py::arg("bias").none(true), py::arg("out").noconvert());
 }
 
 }  // namespace bindings

@@ -252,41 +252,17 @@ Status quant_linear(const float* x, int64_t M, int64_t K, int64_t N, int64_t gro
       std::fill(s.zero_point.begin() + 1, s.zero_point.begin() + M, s.zero_point[0]);
       break;
     case ActQuant::dynamic_per_row7: {
-      // Per-row asymmetric over 0..127 (7 bits). Rounding can reach 128 at most, which the
-      // 7-bit kernels still handle exactly; the clamp makes the precondition unconditional.
-      const Kernels& k = kernels();
       std::atomic<int> failure{static_cast<int>(Status::ok)};
       const int64_t tasks = num_tasks_for(M * Kt, 64 * 1024);
       ThreadPool::global().run(tasks, [&](int64_t t) {
         const int64_t r0 = M * t / tasks, r1 = M * (t + 1) / tasks;
         for (int64_t r = r0; r < r1; ++r) {
-          const float* row = x + r * Kt;
-          float mn = 0.0f, mx = 0.0f;
-          if (Kt > 0 && k.f32_minmax(row, Kt, &mn, &mx)) {
-            failure.store(static_cast<int>(Status::nan_in_input));
+          const Status rs = quantize_row7(x + r * Kt, Kt, s.q.data() + r * Kt, &s.scale[r],
+                                          &s.zero_point[r]);
+          if (rs != Status::ok) {
+            failure.store(static_cast<int>(rs));
             return;
           }
-          if (std::isinf(mn) || std::isinf(mx)) {
-            failure.store(static_cast<int>(Status::inf_in_input));
-            return;
-          }
-          mn = std::min(mn, 0.0f);
-          mx = std::max(mx, 0.0f);
-          float sc = (mx - mn) / 127.0f;
-          int32_t zp = 0;
-          if (sc == 0.0f) {
-            sc = 1.0f;
-          } else if (!std::isfinite(sc)) {
-            failure.store(static_cast<int>(Status::range_overflow));
-            return;
-          } else {
-            zp = static_cast<int32_t>(std::nearbyint(std::min(std::max(0.0f - mn / sc, 0.0f), 127.0f)));
-          }
-          s.scale[r] = sc;
-          s.zero_point[r] = zp;
-          uint8_t* q = s.q.data() + r * Kt;
-          k.f32_qu8_quantize(row, q, Kt, sc, zp);
-          for (int64_t i = 0; i < Kt; ++i) q[i] = q[i] > 128 ? 128 : q[i];
         }
       });
       st = static_cast<Status>(failure.load());
@@ -304,25 +280,58 @@ Status quant_linear(const float* x, int64_t M, int64_t K, int64_t N, int64_t gro
     }
   }
   if (st != Status::ok) return st;
+  quant_gemm_rows(s.q.data(), s.scale.data(), s.zero_point.data(), M, K, N, groups,
+                  mode == ActQuant::dynamic_per_row7, packed, col_sum, w_scale, bias, out);
+  return Status::ok;
+}
+
+Status quantize_row7(const float* row, int64_t n, uint8_t* q, float* scale, int32_t* zero_point) {
+  // Per-row asymmetric over 0..127 (7 bits). Rounding can reach 128 at most, which the 7-bit
+  // kernels still handle exactly; the clamp makes the precondition unconditional.
+  const Kernels& k = kernels();
+  float mn = 0.0f, mx = 0.0f;
+  if (n > 0 && k.f32_minmax(row, n, &mn, &mx)) return Status::nan_in_input;
+  if (std::isinf(mn) || std::isinf(mx)) return Status::inf_in_input;
+  mn = std::min(mn, 0.0f);
+  mx = std::max(mx, 0.0f);
+  float sc = (mx - mn) / 127.0f;
+  int32_t zp = 0;
+  if (sc == 0.0f) {
+    sc = 1.0f;
+  } else if (!std::isfinite(sc)) {
+    return Status::range_overflow;
+  } else {
+    zp = static_cast<int32_t>(std::nearbyint(std::min(std::max(0.0f - mn / sc, 0.0f), 127.0f)));
+  }
+  *scale = sc;
+  *zero_point = zp;
+  k.f32_qu8_quantize(row, q, n, sc, zp);
+  for (int64_t i = 0; i < n; ++i) q[i] = q[i] > 128 ? 128 : q[i];
+  return Status::ok;
+}
+
+void quant_gemm_rows(const uint8_t* q, const float* scale, const int32_t* zero_point, int64_t M,
+                     int64_t K, int64_t N, int64_t groups, bool seven_bit, const int8_t* packed,
+                     const int32_t* col_sum, const float* w_scale, const float* bias,
+                     float* out) {
+  const int64_t Kt = K * groups;
   const int64_t Np = gemm_padded_n(N), Kp = gemm_padded_k(K);
   for (int64_t gi = 0; gi < groups; ++gi) {
     GemmArgs g;
-    g.a = s.q.data() + gi * K;
+    g.a = q + gi * K;
     g.lda = Kt;
     g.b = packed + gi * Np * Kp;
     g.K = K;
     g.Kp = Kp;
     g.c_f32 = out + gi * N;
     g.ldc = N * groups;
-    g.a_zero_point = s.zero_point.data();
+    g.a_zero_point = zero_point;
     g.col_sum = col_sum + gi * Np;
-    g.a_scale = s.scale.data();
+    g.a_scale = scale;
     g.b_scale = w_scale + gi * Np;
     g.bias = bias ? bias + gi * Np : nullptr;
-    gemm_u8s8(g, M, N, mode == ActQuant::dynamic_per_row7 ? kernels().qu7qs8_gemm
-                                                         : kernels().qu8qs8_gemm);
+    gemm_u8s8(g, M, N, seven_bit ? kernels().qu7qs8_gemm : kernels().qu8qs8_gemm);
   }
-  return Status::ok;
 }
 
 }  // namespace pyquant

@@ -152,7 +152,6 @@ Status dynamic_qparams(float min, float max, QDtype dtype, float* scale, int32_t
 Status dynamic_quantize(const float* x, void* y, QDtype dtype, int64_t rows, int64_t cols,
                         float* scale, int32_t* zero_point) {
   const Kernels& k = kernels();
-  const QuantizeFn quantize_fn = dtype == QDtype::s8 ? k.f32_qs8_quantize : k.f32_qu8_quantize;
   auto* out = static_cast<int8_t*>(y);
   if (rows == 1) {
     // One range for the whole tensor: a read-only min/max pass, then the quantize pass.
@@ -189,21 +188,27 @@ Status dynamic_quantize(const float* x, void* y, QDtype dtype, int64_t rows, int
   ThreadPool::global().run(tasks, [&](int64_t t) {
     const int64_t r0 = std::min(rows, t * chunk), r1 = std::min(rows, r0 + chunk);
     for (int64_t r = r0; r < r1; ++r) {
-      const float* row = x + r * cols;
-      float mn = 0.0f, mx = 0.0f;
-      if (cols > 0 && k.f32_minmax(row, cols, &mn, &mx)) {
-        failure.store(static_cast<int>(Status::nan_in_input));
-        return;
-      }
-      Status st = dynamic_qparams(mn, mx, dtype, &scale[r], &zero_point[r]);
+      const Status st = dynamic_quantize_row(x + r * cols, cols, dtype, out + r * cols, &scale[r],
+                                             &zero_point[r]);
       if (st != Status::ok) {
         failure.store(static_cast<int>(st));
         return;
       }
-      quantize_fn(row, out + r * cols, cols, scale[r], zero_point[r]);
     }
   });
   return static_cast<Status>(failure.load());
+}
+
+Status dynamic_quantize_row(const float* row, int64_t cols, QDtype dtype, void* y, float* scale,
+                            int32_t* zero_point) {
+  const Kernels& k = kernels();
+  float mn = 0.0f, mx = 0.0f;
+  if (cols > 0 && k.f32_minmax(row, cols, &mn, &mx)) return Status::nan_in_input;
+  const Status st = dynamic_qparams(mn, mx, dtype, scale, zero_point);
+  if (st != Status::ok) return st;
+  (dtype == QDtype::s8 ? k.f32_qs8_quantize : k.f32_qu8_quantize)(row, y, cols, *scale,
+                                                                  *zero_point);
+  return Status::ok;
 }
 
 }  // namespace pyquant

@@ -384,11 +384,19 @@ class QuantConv2d(_QuantGemmBase):
             x = x.permute(0, 2, 3, 1)  # C-contiguous [B, H, W, C]
         elif not x.is_contiguous():
             x = x.contiguous()
-        x2 = _alloc.empty((b * ho * wo, self.in_channels * kh * kw), torch.float32)
         _runtime._sync_threads()
-        _C.im2col_f32(x.numpy(), nhwc, b, self.in_channels, h, w, kh, kw, *self.stride,
-                      *self.padding, *self.dilation, x2.numpy())
-        y = self._gemm(x2)  # [B*L, out_channels]
+        geometry = (b, self.in_channels, h, w, kh, kw, *self.stride, *self.padding,
+                    *self.dilation)
+        if self.act in ("per_row", "per_row7"):
+            # Each im2col row quantized while in cache: the float matrix is never written.
+            k, n, g, mode, _, _, wq, col_sum, w_scale, bias = self._native_args()
+            y = _alloc.empty((b * ho * wo, g * n), torch.float32)
+            _C.quant_conv2d(x.numpy(), nhwc, *geometry, n, g, mode, wq, col_sum, w_scale, bias,
+                            y.numpy())
+        else:  # per-tensor and static ranges span the whole matrix: build it, then the GEMM
+            x2 = _alloc.empty((b * ho * wo, self.in_channels * kh * kw), torch.float32)
+            _C.im2col_f32(x.numpy(), nhwc, *geometry, x2.numpy())
+            y = self._gemm(x2)  # [B*L, out_channels]
         # Channels-last memory, NCHW shape: no copy back to NCHW order.
         return y.view(b, ho, wo, self.out_channels).permute(0, 3, 1, 2)
 

@@ -32,6 +32,9 @@ void dequantize(const void* q, QDtype dtype, float* y, const QLayout& layout);
 Status dynamic_quantize(const float* x, void* y, QDtype dtype, int64_t rows, int64_t cols,
                         float* scale, int32_t* zero_point);
 
+// One row of dynamic_quantize's per-row mode, in the calling thread.
+Status dynamic_quantize_row(const float* row, int64_t cols, QDtype dtype, void* y, float* scale,
+                            int32_t* zero_point);
 // The scale and zero point dynamic_quantize derives from a row's min and max.
 Status dynamic_qparams(float min, float max, QDtype dtype, float* scale, int32_t* zero_point);
 
@@ -141,6 +144,15 @@ Status quant_linear(const float* x, int64_t M, int64_t K, int64_t N, int64_t gro
                     const int8_t* packed, const int32_t* col_sum, const float* w_scale,
                     const float* bias, float* out);
 
+// quant_linear's two halves. quantize_row7: one row of the dynamic_per_row7 mode (in the
+// calling thread). quant_gemm_rows: the grouped GEMM and epilogue on rows already quantized
+// (q [M, groups * K] uint8 with a scale and zero point per row; seven_bit: all of q <= 128).
+Status quantize_row7(const float* row, int64_t n, uint8_t* q, float* scale, int32_t* zero_point);
+void quant_gemm_rows(const uint8_t* q, const float* scale, const int32_t* zero_point, int64_t M,
+                     int64_t K, int64_t N, int64_t groups, bool seven_bit, const int8_t* packed,
+                     const int32_t* col_sum, const float* w_scale, const float* bias,
+                     float* out);
+
 // A 2-d convolution's window geometry (kernel, stride, padding, dilation) and output size.
 struct Conv2dShape {
   int64_t kh, kw, sh, sw, ph, pw, dh, dw, ho, wo;
@@ -151,5 +163,14 @@ struct Conv2dShape {
 // order, transposed), 0 where the window covers padding. Split over the thread pool by rows.
 void im2col_f32(const float* x, bool nhwc, int64_t B, int64_t C, int64_t H, int64_t W,
                 const Conv2dShape& s, float* cols);
+
+// QuantConv2d's forward with a dynamic per-row mode (dynamic_per_row or dynamic_per_row7):
+// each im2col row is built in cache and quantized there, so the float im2col matrix is never
+// written; then quant_gemm_rows. out [B * ho * wo, groups * N]; other arguments as
+// quant_linear's (K = C / groups * kh * kw). Other modes are refused by the binding.
+Status quant_conv2d(const float* x, bool nhwc, int64_t B, int64_t C, int64_t H, int64_t W,
+                    const Conv2dShape& s, int64_t N, int64_t groups, ActQuant mode,
+                    const int8_t* packed, const int32_t* col_sum, const float* w_scale,
+                    const float* bias, float* out);
 
 }  // namespace pyquant
