@@ -275,16 +275,17 @@ class QuantLinear(_QuantGemmBase):
             TypeError: x is not a tensor or not floating point. ValueError: x on another
                 device, 0-d, wrong last dimension, or containing NaN / Inf.
         """
-        _check_input(x, f"[..., {self.in_features}]")
+        _check_input(x, "[..., in_features]")
         if x.shape[-1] != self.in_features:
             raise ValueError(f"input has {x.shape[-1]} features, expected {self.in_features}")
-        lead = x.shape[:-1]
-        x2 = x.reshape(-1, self.in_features)
+        # A 2-d input needs neither reshape (~0.7 us each of a ~12 us small-layer call).
+        x2 = x if x.ndim == 2 else x.reshape(-1, self.in_features)
         if x2.dtype != torch.float32:
             x2 = x2.to(torch.float32)
         if not x2.is_contiguous():
             x2 = x2.contiguous()
-        return self._gemm(x2).reshape(*lead, self.out_features)
+        y = self._gemm(x2)
+        return y if x.ndim == 2 else y.reshape(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
         s = (f"in_features={self.in_features}, out_features={self.out_features}, "
