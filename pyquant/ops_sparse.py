@@ -315,8 +315,8 @@ _PANEL_BYTES_PER_ENTRY = {"f32": 128, "pairs": 64, "quads": 32}
 _MIN_K_BLOCK = {"f32": 512, "pairs": 256, "quads": 256}
 # rows >= 2 (fp32): the shortest blocks of >= 512 columns whose runs hold ~20 entries. The
 # M >= 2 kernel keeps paying for shorter blocks where the M = 1 kernel, one branch miss per
-# run and no panel, does not (sparse_format.md): 90% / 95%, M = 32 and 256: ~5-7% faster than
-# the ~100-entry rule, M = 1 ~15-20% slower.
+# run and no panel, does not (sparse_format.md): 90% / 95%, M = 32 and 256: 3-7% faster than
+# the ~100-entry rule, M = 1 ~16% (90%) to ~45% (95%) slower.
 _MIN_RUN_ENTRIES = 20
 
 
@@ -340,7 +340,7 @@ def auto_k_block(n: int, k: int, nnz: int, kind: str = "f32",
     Returns:
         int or None.
     """
-    kb = _MIN_K_BLOCK[kind]
+    kb = _MIN_K_BLOCK[kind]  # first: an unknown kind raises KeyError even for an empty weight
     if n == 0 or k == 0 or nnz == 0 or rows == 1:
         return None
     density = nnz / (n * k)

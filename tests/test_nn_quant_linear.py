@@ -205,6 +205,17 @@ def test_im2col_matches_unfold(threads, nhwc, geom):
         _C.im2col_f32(x.numpy(), False, b, c, h, w, h + 1, 3, 1, 1, 0, 0, 1, 1, out.numpy())
 
 
+@pytest.mark.parametrize("act", ["per_row", "per_row7"])
+def test_conv2d_rows_split_over_tasks(threads, act):
+    # Large enough that the fused im2col + quantize splits its rows over the pool's tasks.
+    torch.manual_seed(0)
+    qc = QuantConv2d.from_float(nn.Conv2d(16, 24, 3, padding=1, groups=2),
+                                pyquant.Int8DynamicConfig(act=act))
+    x = torch.randn(3, 16, 30, 30)
+    assert torch.equal(qc(x), _conv_reference(qc, x))
+    assert torch.equal(qc(x.contiguous(memory_format=torch.channels_last)), qc(x))
+
+
 def test_conv2d_input_layouts():
     # NCHW, channels-last (what a QuantConv2d returns), strided and float64 inputs: one result.
     torch.manual_seed(0)

@@ -20,6 +20,40 @@ bool is_u8(const py::array& a, const char* name) {
 
 std::string num(int64_t v) { return std::to_string(v); }
 
+// An int8 layer's packed weight, column sums, scales and bias (QuantLinear / QuantConv2d
+// buffers) against K, N and groups, and disjoint from out. Returns the bias data (null for
+// None), kept alive by bias_arr.
+const float* check_layer_weights(const carray<int8_t>& packed, const carray<int32_t>& col_sum,
+                                 const carray<float>& w_scale, const py::object& bias,
+                                 carray<float>& bias_arr, int64_t K, int64_t N, int64_t groups,
+                                 const carray<float>& out) {
+  const int64_t Np = gemm_padded_n(N), Kp = gemm_padded_k(K);
+  require(packed.size() == groups * Np * Kp, "packed weight does not match K, N, groups");
+  require(col_sum.size() == groups * Np && w_scale.size() == groups * Np,
+          "col_sum and w_scale need groups * Np elements");
+  require_disjoint(out, "out", packed, "packed");
+  require_disjoint(out, "out", col_sum, "col_sum");
+  require_disjoint(out, "out", w_scale, "w_scale");
+  if (bias.is_none()) return nullptr;
+  bias_arr = bias.cast<carray<float>>();
+  require(bias_arr.size() == groups * Np, "bias needs groups * Np elements");
+  require_disjoint(out, "out", bias_arr, "bias");
+  return bias_arr.data();
+}
+
+// A convolution's window geometry, checked, with its output size.
+Conv2dShape conv2d_shape(int64_t B, int64_t C, int64_t H, int64_t W, int64_t kh, int64_t kw,
+                         int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw) {
+  require(B >= 0 && C >= 1 && H >= 1 && W >= 1, "bad input sizes");
+  require(kh >= 1 && kw >= 1 && sh >= 1 && sw >= 1 && ph >= 0 && pw >= 0 && dh >= 1 && dw >= 1,
+          "bad kernel, stride, padding or dilation");
+  require(H + 2 * ph - dh * (kh - 1) >= 1 && W + 2 * pw - dw * (kw - 1) >= 1,
+          "the (dilated) kernel is larger than the padded input");
+  const int64_t ho = (H + 2 * ph - dh * (kh - 1) - 1) / sh + 1;
+  const int64_t wo = (W + 2 * pw - dw * (kw - 1) - 1) / sw + 1;
+  return Conv2dShape{kh, kw, sh, sw, ph, pw, dh, dw, ho, wo};
+}
+
 }  // namespace
 
 void bind_gemm(py::module_& m) {
@@ -114,22 +148,10 @@ void bind_gemm(py::module_& m) {
                                                 num(x.size()));
         require(out.size() == M * N * groups, "out must have M * N * groups elements");
         require(mode >= 0 && mode <= 3, "mode must be 0, 1, 2 or 3");
-        const int64_t Np = gemm_padded_n(N), Kp = gemm_padded_k(K);
-        require(packed.size() == groups * Np * Kp, "packed weight does not match K, N, groups");
-        require(col_sum.size() == groups * Np && w_scale.size() == groups * Np,
-                "col_sum and w_scale need groups * Np elements");
-        const float* bp = nullptr;
         carray<float> bias_arr;
-        if (!bias.is_none()) {
-          bias_arr = bias.cast<carray<float>>();
-          require(bias_arr.size() == groups * Np, "bias needs groups * Np elements");
-          bp = bias_arr.data();
-          require_disjoint(out, "out", bias_arr, "bias");
-        }
+        const float* bp =
+            check_layer_weights(packed, col_sum, w_scale, bias, bias_arr, K, N, groups, out);
         require_disjoint(out, "out", x, "x");
-        require_disjoint(out, "out", packed, "packed");
-        require_disjoint(out, "out", col_sum, "col_sum");
-        require_disjoint(out, "out", w_scale, "w_scale");
         if (mode == 2)
           require(static_scale > 0 && static_zero_point >= 0 && static_zero_point <= 255,
                   "static scale must be > 0 and zero point in [0, 255]");
@@ -153,21 +175,13 @@ void bind_gemm(py::module_& m) {
       [](const carray<float>& x, bool nhwc, int64_t B, int64_t C, int64_t H, int64_t W,
          int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh,
          int64_t dw, carray<float> out) {
-        require(B >= 0 && C >= 1 && H >= 1 && W >= 1, "bad input sizes");
-        require(kh >= 1 && kw >= 1 && sh >= 1 && sw >= 1 && ph >= 0 && pw >= 0 && dh >= 1 &&
-                    dw >= 1,
-                "bad kernel, stride, padding or dilation");
-        const int64_t ho = (H + 2 * ph - dh * (kh - 1) - 1) / sh + 1;
-        const int64_t wo = (W + 2 * pw - dw * (kw - 1) - 1) / sw + 1;
-        require(H + 2 * ph - dh * (kh - 1) >= 1 && W + 2 * pw - dw * (kw - 1) >= 1,
-                "the (dilated) kernel is larger than the padded input");
+        const Conv2dShape s = conv2d_shape(B, C, H, W, kh, kw, sh, sw, ph, pw, dh, dw);
         require(x.size() == B * C * H * W, "x must have B * C * H * W elements, got " +
                                                num(x.size()));
-        require(out.size() == B * ho * wo * C * kh * kw,
-                "out must have B * Ho * Wo * C * kh * kw = " + num(B * ho * wo * C * kh * kw) +
-                    " elements, got " + num(out.size()));
+        const int64_t n_out = B * s.ho * s.wo * C * kh * kw;
+        require(out.size() == n_out, "out must have B * Ho * Wo * C * kh * kw = " + num(n_out) +
+                                         " elements, got " + num(out.size()));
         require_disjoint(out, "out", x, "x");
-        const Conv2dShape s{kh, kw, sh, sw, ph, pw, dh, dw, ho, wo};
         float* op = out.mutable_data();
         py::gil_scoped_release release;
         im2col_f32(x.data(), nhwc, B, C, H, W, s, op);
@@ -183,35 +197,16 @@ void bind_gemm(py::module_& m) {
          int64_t dw, int64_t N, int64_t groups, int mode, const carray<int8_t>& packed,
          const carray<int32_t>& col_sum, const carray<float>& w_scale, py::object bias,
          carray<float> out) {
-        require(B >= 0 && C >= 1 && H >= 1 && W >= 1 && N >= 1 && groups >= 1 &&
-                    C % groups == 0,
-                "bad sizes");
-        require(kh >= 1 && kw >= 1 && sh >= 1 && sw >= 1 && ph >= 0 && pw >= 0 && dh >= 1 &&
-                    dw >= 1,
-                "bad kernel, stride, padding or dilation");
+        const Conv2dShape s = conv2d_shape(B, C, H, W, kh, kw, sh, sw, ph, pw, dh, dw);
+        require(N >= 1 && groups >= 1 && C % groups == 0, "bad N or groups");
         require(mode == 0 || mode == 3, "quant_conv2d takes the per-row modes 0 and 3");
-        require(H + 2 * ph - dh * (kh - 1) >= 1 && W + 2 * pw - dw * (kw - 1) >= 1,
-                "the (dilated) kernel is larger than the padded input");
-        const int64_t ho = (H + 2 * ph - dh * (kh - 1) - 1) / sh + 1;
-        const int64_t wo = (W + 2 * pw - dw * (kw - 1) - 1) / sw + 1;
-        const int64_t K = C / groups * kh * kw;
         require(x.size() == B * C * H * W, "x must have B * C * H * W elements");
-        require(out.size() == B * ho * wo * N * groups,
+        require(out.size() == B * s.ho * s.wo * N * groups,
                 "out must have B * Ho * Wo * N * groups elements");
-        const int64_t Np = gemm_padded_n(N), Kp = gemm_padded_k(K);
-        require(packed.size() == groups * Np * Kp, "packed weight does not match K, N, groups");
-        require(col_sum.size() == groups * Np && w_scale.size() == groups * Np,
-                "col_sum and w_scale need groups * Np elements");
-        const float* bp = nullptr;
         carray<float> bias_arr;
-        if (!bias.is_none()) {
-          bias_arr = bias.cast<carray<float>>();
-          require(bias_arr.size() == groups * Np, "bias needs groups * Np elements");
-          bp = bias_arr.data();
-          require_disjoint(out, "out", bias_arr, "bias");
-        }
+        const float* bp = check_layer_weights(packed, col_sum, w_scale, bias, bias_arr,
+                                              C / groups * kh * kw, N, groups, out);
         require_disjoint(out, "out", x, "x");
-        const Conv2dShape s{kh, kw, sh, sw, ph, pw, dh, dw, ho, wo};
         float* op = out.mutable_data();
         Status st;
         {

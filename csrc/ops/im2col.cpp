@@ -37,8 +37,14 @@ struct Padded {
   Conv2dShape s;
 
   // Output row r (image r / rows_per_image) into o [C * taps].
-  template <int kTaps>  // taps when known at compile time (3 x 3), else 0
   void row(int64_t r, float* o) const {
+    if (taps == 9) fill<9>(r, o);  // 3 x 3: the tap loop unrolled
+    else fill<0>(r, o);
+  }
+
+ private:
+  template <int kTaps>  // taps when known at compile time, else 0
+  void fill(int64_t r, float* o) const {
     const int64_t n = kTaps > 0 ? kTaps : taps;
     const int64_t b = r / rows_per_image, rr = r % rows_per_image;
     const int64_t oy = rr / s.wo, ox = rr % s.wo;
@@ -47,16 +53,6 @@ struct Padded {
     for (int64_t c = 0; c < C; ++c, o += n) {
       const float* xc = base + c * hp * wp;
       for (int64_t i = 0; i < n; ++i) o[i] = xc[t[i]];
-    }
-  }
-
-  // Rows [r0, r1) through f(r, row) with a row of each in turn (built in buf, C * taps floats).
-  template <typename F>
-  void rows(int64_t r0, int64_t r1, float* buf, F f) const {
-    for (int64_t r = r0; r < r1; ++r) {
-      if (taps == 9) row<9>(r, buf);
-      else row<0>(r, buf);
-      f(r, buf);
     }
   }
 };
@@ -124,10 +120,7 @@ void im2col_f32(const float* x, bool nhwc, int64_t B, int64_t C, int64_t H, int6
   const Padded p = pad(x, nhwc, B, C, H, W, s, tasks);
   ThreadPool::global().run(tasks, [&](int64_t t) {
     const int64_t r0 = rows * t / tasks, r1 = rows * (t + 1) / tasks;
-    for (int64_t r = r0; r < r1; ++r) {
-      if (p.taps == 9) p.row<9>(r, cols + r * K);
-      else p.row<0>(r, cols + r * K);
-    }
+    for (int64_t r = r0; r < r1; ++r) p.row(r, cols + r * K);
   });
 }
 
@@ -151,13 +144,16 @@ Status quant_conv2d(const float* x, bool nhwc, int64_t B, int64_t C, int64_t H, 
     thread_local std::vector<float> tl_row;
     float* buf = grown(tl_row, static_cast<size_t>(Kt));
     const int64_t r0 = M * t / tasks, r1 = M * (t + 1) / tasks;
-    p.rows(r0, r1, buf, [&](int64_t r, const float* row) {
-      if (failure.load(std::memory_order_relaxed) != static_cast<int>(Status::ok)) return;
-      const Status st = seven ? quantize_row7(row, Kt, q + r * Kt, &scale[r], &zp[r])
-                              : dynamic_quantize_row(row, Kt, QDtype::u8, q + r * Kt, &scale[r],
+    for (int64_t r = r0; r < r1; ++r) {
+      p.row(r, buf);
+      const Status st = seven ? quantize_row7(buf, Kt, q + r * Kt, &scale[r], &zp[r])
+                              : dynamic_quantize_row(buf, Kt, QDtype::u8, q + r * Kt, &scale[r],
                                                      &zp[r]);
-      if (st != Status::ok) failure.store(static_cast<int>(st));
-    });
+      if (st != Status::ok) {
+        failure.store(static_cast<int>(st));
+        return;
+      }
+    }
   });
   const Status st = static_cast<Status>(failure.load());
   if (st == Status::ok)

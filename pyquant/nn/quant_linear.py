@@ -390,7 +390,7 @@ class QuantConv2d(_QuantGemmBase):
                     *self.dilation)
         if self.act in ("per_row", "per_row7"):
             # Each im2col row quantized while in cache: the float matrix is never written.
-            k, n, g, mode, _, _, wq, col_sum, w_scale, bias = self._native_args()
+            _, n, g, mode, _, _, wq, col_sum, w_scale, bias = self._native_args()
             y = _alloc.empty((b * ho * wo, g * n), torch.float32)
             _C.quant_conv2d(x.numpy(), nhwc, *geometry, n, g, mode, wq, col_sum, w_scale, bias,
                             y.numpy())
