@@ -29,6 +29,7 @@ PYBIND11_MODULE(_C, m) {
     features["avx512dq"] = f.avx512dq;
     features["avx512vnni"] = f.avx512vnni;
     features["amx_int8"] = f.amx_int8;
+    features["fast_gather"] = f.fast_gather;
     py::dict kernel_names;
     for (const auto& [op, name] : kernels().names) kernel_names[py::str(op)] = name;
     py::dict info;

@@ -389,8 +389,12 @@ def test_kernel_names_in_cpu_info(isa):
     # VNNI (and AMX, which has no sparse use) take the vpdpwssd int8 kernel.
     q8_suffix = "avx512vnni" if isa in ("avx512vnni", "amx") else suffix
     assert names["qs16_spmm_csr"] == f"qs16_spmm_csr__{q8_suffix}"
-    # M = 1 int8: the pair gather kernel from AVX-512 up; the quad one needs VNNI.
-    assert names["qs16_spmv_csr"] == f"qs16_spmv_csr__{suffix}"
+    # M = 1, fp32 and int8 pairs: the AVX-512 gather kernels from AVX-512 up where the hardware
+    # gather is fast, else (AMD) the AVX2 insert-gather ones; the quad one needs VNNI.
+    fast_gather = pyquant.cpu_info()["features"]["fast_gather"]
+    gather_suffix = suffix if fast_gather or isa in ("scalar", "avx2") else "avx2"
+    assert names["f32_spmv_csr"] == f"f32_spmv_csr__{gather_suffix}"
+    assert names["qs16_spmv_csr"] == f"qs16_spmv_csr__{gather_suffix}"
     assert names.get("qu8x4_spmv_csr") == ("qu8x4_spmv_csr__avx512vnni"
                                            if isa in ("avx512vnni", "amx") else None)
     assert names.get("qu8x4_spmm_tiles") == ("qu8x4_spmm_tiles__avx512vnni"

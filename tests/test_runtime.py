@@ -165,3 +165,13 @@ def test_forked_child_runs_on_the_caller_and_does_not_hang(backend):
     child_backend, exit_code = out.stdout.strip().splitlines()
     assert child_backend == "caller (forked child)"
     assert exit_code == "0"
+
+
+def test_fast_gather_follows_the_cpu_vendor():
+    # cpuid's vendor string against the kernel's own reading of it.
+    try:
+        with open("/proc/cpuinfo") as f:
+            vendor = next(line.split(":")[1].strip() for line in f if line.startswith("vendor_id"))
+    except (OSError, StopIteration):
+        pytest.skip("no vendor_id in /proc/cpuinfo")
+    assert pyquant.cpu_info()["features"]["fast_gather"] == (vendor != "AuthenticAMD")
