@@ -56,7 +56,7 @@ def _all_finite(t: torch.Tensor) -> bool:
 def _check_cpu(t: torch.Tensor, name: str) -> None:
     """Scalars and small parameter tensors (scale, zero points) are read on the host: a tensor
     on another device ('meta' has no data at all) gets a ValueError, not torch's RuntimeError."""
-    if t.device.type != "cpu":
+    if not t.is_cpu:
         raise ValueError(f"{name} must be on the CPU, got device {t.device}")
 
 
@@ -97,7 +97,7 @@ def _check_input(x: torch.Tensor, name: str, dtypes: Sequence[torch.dtype]) -> N
     if x.dtype not in dtypes:
         want = " or ".join(str(d) for d in dtypes)
         raise TypeError(f"{name} must have dtype {want}, got {x.dtype}")
-    if x.device.type != "cpu":
+    if not x.is_cpu:  # 0.1 us; x.device.type builds a device object (0.5 us)
         raise ValueError(f"{name} must be on the CPU, got device {x.device}")
     if not x.is_contiguous():
         raise ValueError(f"{name} must be contiguous (call .contiguous()), got strides {x.stride()}")
@@ -227,12 +227,12 @@ def _out_tensor(out, shape, dtype, name="out") -> torch.Tensor:
         raise TypeError(f"{name} must be a torch.Tensor, got {type(out).__name__}")
     if out.dtype != dtype:
         raise TypeError(f"{name} must have dtype {dtype}, got {out.dtype}")
-    if out.device.type != "cpu":
+    if not out.is_cpu:
         raise ValueError(f"{name} must be on the CPU, got device {out.device}")
     if out.shape != shape:  # torch.Size compares with tuples and Sizes alike
         raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(out.shape)}")
-    if not out.is_contiguous() or out.device.type != "cpu":
-        raise ValueError(f"{name} must be a contiguous CPU tensor")
+    if not out.is_contiguous():
+        raise ValueError(f"{name} must be contiguous, got strides {out.stride()}")
     return out
 
 

@@ -58,7 +58,7 @@ def _check_input(x, what: str) -> None:
     if not x.is_floating_point():
         raise TypeError(f"input must have a floating-point dtype (it is converted to float32), "
                         f"got {x.dtype}")
-    if x.device.type != "cpu":
+    if not x.is_cpu:
         raise ValueError(f"input must be on the CPU, got device {x.device}")
     if x.ndim == 0:
         raise ValueError(f"input must be {what}, got a 0-d tensor")

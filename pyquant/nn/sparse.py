@@ -131,7 +131,7 @@ class _SparseLinearBase(NativeArgsCache):
         if x.ndim == 0 or x.shape[-1] != k:
             raise ValueError(f"input must have last dimension in_features={k}, got shape "
                              f"{tuple(x.shape)}")
-        if x.device.type != "cpu":
+        if not x.is_cpu:
             raise ValueError(f"input must be on the CPU, got device {x.device}")
         if k == 0 or self.out_features == 0:
             return ops.sparse_linear(x.detach().contiguous(), self._packed, self.bias)
