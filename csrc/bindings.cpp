@@ -33,6 +33,7 @@ PYBIND11_MODULE(_C, m) {
     py::dict kernel_names;
     for (const auto& [op, name] : kernels().names) kernel_names[py::str(op)] = name;
     py::dict info;
+    info["vendor"] = std::string(f.vendor);
     info["detected_isa"] = isa_name(detected_isa());
     info["isa"] = isa_name(kernels().isa);
     info["features"] = features;

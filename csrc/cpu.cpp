@@ -2,6 +2,7 @@
 
 #include <cpuid.h>
 #include <cstdint>
+#include <cstring>
 
 #if defined(__linux__)
 #include <sys/syscall.h>
@@ -32,7 +33,10 @@ CpuFeatures detect() {
   CpuFeatures f;
   unsigned a = 0, b = 0, c = 0, d = 0;
   if (!__get_cpuid(0, &a, &b, &c, &d)) return f;
-  f.fast_gather = !(b == 0x68747541 && d == 0x69746e65 && c == 0x444d4163);  // "AuthenticAMD"
+  std::memcpy(f.vendor, &b, 4);
+  std::memcpy(f.vendor + 4, &d, 4);
+  std::memcpy(f.vendor + 8, &c, 4);
+  f.fast_gather = std::strcmp(f.vendor, "AuthenticAMD") != 0;
   if (!__get_cpuid(1, &a, &b, &c, &d)) return f;
   const bool osxsave = (c >> 27) & 1, avx = (c >> 28) & 1, fma = (c >> 12) & 1, f16c = (c >> 29) & 1;
   if (!osxsave || !avx) return f;

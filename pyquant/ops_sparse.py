@@ -318,17 +318,27 @@ _MIN_K_BLOCK = {"f32": 512, "pairs": 256, "quads": 256}
 # run and no panel, does not (sparse_format.md): 90% / 95%, M = 32 and 256: 3-7% faster than
 # the ~100-entry rule, M = 1 ~16% (90%) to ~45% (95%) slower.
 _MIN_RUN_ENTRIES = 20
+# rows >= 2 (fp32) on AMD (Zen 4, 32 KB L1d): blocks of 128 columns, a 16 KB panel block that
+# stays in L1, wherever their runs still hold >= 24 entries (density >= 0.19). 4096 x 4096, one
+# thread, against 512: 50% M = 32 9.8 against 15.6 ms, M = 256 63 against 112; 70% and 80%
+# 10-20% faster; at 85% no better, at 90-95% 10-50% slower (runs of 13 and 6 entries). On the
+# Intel machine of session 9 (48 KB L1d), 256 ran 20-40% slower than 512 at 50-70%.
+_SHORT_K_BLOCK = 128
+_SHORT_RUN_ENTRIES = 24
+_SHORT_F32_BLOCKS = _C.cpu_info()["vendor"] == "AuthenticAMD"
 
 
 def auto_k_block(n: int, k: int, nnz: int, kind: str = "f32",
-                 rows: Optional[int] = None) -> Optional[int]:
+                 rows: Optional[int] = None, *,
+                 short_blocks: Optional[bool] = None) -> Optional[int]:
     """The K block :func:`sparse_pack` picks by default, or None (one block).
 
     rows None: a power of two >= 512 (fp32; 256 for int8) giving each (row, block) run about
     12.8 KB of activation-panel reads (fp32: ~100 entries; int8 pairs: ~200; int8 quads: ~400),
     a compromise between the M = 1 kernel (fewest blocks) and M >= 2 (shorter blocks).
     rows 1: one block. rows >= 2, fp32: the smallest power of two >= 512 whose runs hold
-    ~20 entries (int8: as rows None). None whenever the block would be K or more.
+    ~20 entries (int8: as rows None); with short_blocks, 128 where its runs hold >= 24 entries.
+    None whenever the block would be K or more.
 
     Args:
         n, k: the weight's shape [N, K].
@@ -336,6 +346,8 @@ def auto_k_block(n: int, k: int, nnz: int, kind: str = "f32",
         kind: the pack's entries, ``"f32"``, ``"pairs"`` (int8 entry by entry) or ``"quads"``
             (int8 1 x 4 blocks).
         rows: the rows of x the pack will mostly run at (None: unknown).
+        short_blocks: allow the 128-column fp32 blocks (None: where they were measured
+            faster, on AMD CPUs).
 
     Returns:
         int or None.
@@ -344,7 +356,12 @@ def auto_k_block(n: int, k: int, nnz: int, kind: str = "f32",
     if n == 0 or k == 0 or nnz == 0 or rows == 1:
         return None
     density = nnz / (n * k)
-    if rows is not None and kind == "f32":
+    if short_blocks is None:
+        short_blocks = _SHORT_F32_BLOCKS
+    if (rows is not None and kind == "f32" and short_blocks
+            and _SHORT_K_BLOCK * density >= _SHORT_RUN_ENTRIES):
+        kb = _SHORT_K_BLOCK
+    elif rows is not None and kind == "f32":
         while kb * density < _MIN_RUN_ENTRIES:
             kb *= 2
     else:

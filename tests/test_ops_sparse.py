@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import pytest
 import torch
@@ -172,10 +173,26 @@ def test_auto_k_block():
     for kind in ("f32", "pairs", "quads"):
         assert auto_k_block(n, k, n * k // 10, kind, rows=1) is None
     # rows >= 2, fp32: the shortest power of two >= 512 whose runs hold >= 20 entries.
-    assert auto_k_block(n, k, n * k // 10, rows=32) == 512  # 51 entries per run
-    assert auto_k_block(n, k, n * k // 20, rows=2) == 512  # 25.6
-    assert auto_k_block(n, k, n * k // 100, rows=256) == 2048  # 20.5 (1024: 10.2)
-    assert auto_k_block(n, k, n * k // 400, rows=32) is None  # 4096 = K
+    long_rule = functools.partial(auto_k_block, short_blocks=False)
+    assert long_rule(n, k, n * k // 10, rows=32) == 512  # 51 entries per run
+    assert long_rule(n, k, n * k // 20, rows=2) == 512  # 25.6
+    assert long_rule(n, k, n * k // 100, rows=256) == 2048  # 20.5 (1024: 10.2)
+    assert long_rule(n, k, n * k // 400, rows=32) is None  # 4096 = K
+    assert long_rule(n, k, n * k // 2, rows=32) == 512
+    # With short blocks (AMD), 128 columns where their runs hold >= 24 entries, else as above.
+    short_rule = functools.partial(auto_k_block, short_blocks=True)
+    assert short_rule(n, k, n * k // 2, rows=32) == 128  # 64 entries per run
+    assert short_rule(n, k, n * k // 5, rows=256) == 128  # 25.6
+    assert short_rule(n, k, n * k * 3 // 20, rows=32) == 512  # 85%: 19.2 at 128
+    assert short_rule(n, k, n * k // 10, rows=32) == 512
+    assert short_rule(n, k, n * k // 2, rows=1) is None
+    assert short_rule(n, k, n * k // 2) == long_rule(n, k, n * k // 2) == 512  # rows None
+    assert short_rule(n, k, n * k // 2, "pairs", rows=32) == long_rule(n, k, n * k // 2, "pairs",
+                                                                       rows=32)
+    assert short_rule(96, 128, 96 * 64, rows=32) is None  # 128 = K: one block
+    # The default follows this CPU: short blocks on AMD only.
+    amd = pyquant.cpu_info()["vendor"] == "AuthenticAMD"
+    assert auto_k_block(n, k, n * k // 2, rows=32) == (128 if amd else 512)
     # int8 keeps its panel-bytes rule at any rows >= 2.
     assert auto_k_block(n, k, n * k // 10, "pairs", rows=32) == 2 * kb90
     # Every default pack's block size is what auto_k_block says for its kind of entries.

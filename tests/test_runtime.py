@@ -174,4 +174,6 @@ def test_fast_gather_follows_the_cpu_vendor():
             vendor = next(line.split(":")[1].strip() for line in f if line.startswith("vendor_id"))
     except (OSError, StopIteration):
         pytest.skip("no vendor_id in /proc/cpuinfo")
-    assert pyquant.cpu_info()["features"]["fast_gather"] == (vendor != "AuthenticAMD")
+    info = pyquant.cpu_info()
+    assert info["vendor"] == vendor
+    assert info["features"]["fast_gather"] == (vendor != "AuthenticAMD")

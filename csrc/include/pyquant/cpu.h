@@ -10,6 +10,7 @@ namespace pyquant {
 enum class Isa : int { scalar = 0, avx2 = 1, avx512 = 2, avx512vnni = 3, amx = 4 };
 
 struct CpuFeatures {
+  char vendor[13] = {};   // cpuid leaf 0: "GenuineIntel", "AuthenticAMD", ...
   bool avx2 = false;      // with FMA and F16C, and the OS saving YMM state
   bool avx512f = false;   // the OS saving ZMM/opmask state included
   bool avx512bw = false;
