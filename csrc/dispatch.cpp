@@ -71,29 +71,20 @@ Kernels make_table(Isa isa) {
   // M = 1, fp32 and int8 pairs (gathers, memory bound): the AVX-512 kernels on every level
   // from AVX-512 up where the hardware gather is fast; elsewhere (Zen 4, cpu.h) the AVX2
   // kernels, which gather with scalar loads and inserts and run on every AVX-512 CPU. The VNNI
-  // quad kernel keeps its gather there: one lane brings 4 inputs, and it still ran 1.6-2.5x
-  // faster than the pair kernels at 90-99% on Zen 4.
-  switch (isa) {
-    case Isa::scalar:
-      PYQUANT_USE(ref, "scalar", f32_spmv_csr)
-      PYQUANT_USE(ref, "scalar", qs16_spmv_csr)
-      break;
-    case Isa::avx2:
-      PYQUANT_USE(avx2, "avx2", f32_spmv_csr)
-      PYQUANT_USE(avx2, "avx2", qs16_spmv_csr)
-      break;
+  // quad kernel keeps its hardware gather there (one lane brings 4 inputs): it ran 1.6-2.5x
+  // faster than the AVX2 insert-gather kernel on the same quad packs at 90-99% on Zen 4.
+  const Isa gather_isa = isa >= Isa::avx512 && !cpu_features().fast_gather ? Isa::avx2 : isa;
+#define PYQUANT_USE_SPMV(ns, suffix)   \
+  PYQUANT_USE(ns, suffix, f32_spmv_csr) \
+  PYQUANT_USE(ns, suffix, qs16_spmv_csr)
+  switch (gather_isa) {
+    case Isa::scalar: PYQUANT_USE_SPMV(ref, "scalar") break;
+    case Isa::avx2: PYQUANT_USE_SPMV(avx2, "avx2") break;
     case Isa::avx512:
     case Isa::avx512vnni:
-    case Isa::amx:
-      if (cpu_features().fast_gather) {
-        PYQUANT_USE(avx512, "avx512", f32_spmv_csr)
-        PYQUANT_USE(avx512, "avx512", qs16_spmv_csr)
-      } else {
-        PYQUANT_USE(avx2, "avx2", f32_spmv_csr)
-        PYQUANT_USE(avx2, "avx2", qs16_spmv_csr)
-      }
-      break;
+    case Isa::amx: PYQUANT_USE_SPMV(avx512, "avx512") break;
   }
+#undef PYQUANT_USE_SPMV
   // Sparse int8: VNNI fuses the pair product and its sum (vpdpwssd) and adds the quad kernels
   // (vpdpbusd); AMX has no use for sparse weights.
   switch (isa) {

@@ -321,7 +321,7 @@ _MIN_RUN_ENTRIES = 20
 # rows >= 2 (fp32) on AMD (Zen 4, 32 KB L1d): blocks of 128 columns, a 16 KB panel block that
 # stays in L1, wherever their runs still hold >= 24 entries (density >= 0.19). 4096 x 4096, one
 # thread, against 512: 50% M = 32 9.8 against 15.6 ms, M = 256 63 against 112; 70% and 80%
-# 10-20% faster; at 85% no better, at 90-95% 10-50% slower (runs of 13 and 6 entries). On the
+# 10-20% faster; at 85% no better, at 90-95% 15-60% slower (runs of 13 and 6 entries). On the
 # Intel machine of session 9 (48 KB L1d), 256 ran 20-40% slower than 512 at 50-70%.
 _SHORT_K_BLOCK = 128
 _SHORT_RUN_ENTRIES = 24
@@ -358,10 +358,9 @@ def auto_k_block(n: int, k: int, nnz: int, kind: str = "f32",
     density = nnz / (n * k)
     if short_blocks is None:
         short_blocks = _SHORT_F32_BLOCKS
-    if (rows is not None and kind == "f32" and short_blocks
-            and _SHORT_K_BLOCK * density >= _SHORT_RUN_ENTRIES):
-        kb = _SHORT_K_BLOCK
-    elif rows is not None and kind == "f32":
+    if rows is not None and kind == "f32":
+        if short_blocks and _SHORT_K_BLOCK * density >= _SHORT_RUN_ENTRIES:
+            kb = _SHORT_K_BLOCK
         while kb * density < _MIN_RUN_ENTRIES:
             kb *= 2
     else:
