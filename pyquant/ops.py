@@ -700,10 +700,10 @@ def magnitude_prune_tensors_(x, amount) -> list:
     _runtime._sync_threads()
     return list(_C.abs_select_prune(_flat_np(ts), k))
 # ----------------------------------------------------------------------------- sparse (issue 5)
-from pyquant.ops_sparse import (SparsePacked, sparse_linear, sparse_pack,  # noqa: E402
-                                sparse_q8_accumulate)
+from pyquant.ops_sparse import (SparsePacked, sparse_linear, sparse_mm,  # noqa: E402
+                                sparse_pack, sparse_q8_accumulate)
 
-__all__ += ["SparsePacked", "sparse_linear", "sparse_pack", "sparse_q8_accumulate"]
+__all__ += ["SparsePacked", "sparse_linear", "sparse_mm", "sparse_pack", "sparse_q8_accumulate"]
 # ----------------------------------------------------------------------------- int8 GEMM
 
 __all__ += ["int8_matmul", "pack_int8_weight", "unpack_int8_weight"]

@@ -25,7 +25,7 @@ from pyquant import _C, _runtime
 from pyquant.ops import (TensorLike, _all_finite, _as_tensor, _check_cpu, _check_disjoint,
                          _check_input, _np, _out_tensor)
 
-__all__ = ["SparsePacked", "sparse_linear", "sparse_pack", "sparse_q8_accumulate"]
+__all__ = ["SparsePacked", "sparse_linear", "sparse_mm", "sparse_pack", "sparse_q8_accumulate"]
 
 # |acc| <= nnz_row * 255 * 127 must stay below 2^31 (x_q - zp in [-255, 255], |w_q| <= 127).
 _MAX_INT8_ROW_NNZ = (2**31 - 1) // (255 * 127)
@@ -676,6 +676,46 @@ def sparse_linear(x: TensorLike, packed: SparsePacked, bias: Optional[TensorLike
     else:
         _C.sparse_linear_q8(xn, rows, rp, ci, vals, scale, packed.out_features,
                             packed.in_features, b, yn, bp, nb, packed._quad_args())
+    return y
+
+
+def sparse_mm(packed: SparsePacked, b: TensorLike, *,
+              out: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``W @ b`` with W packed by :func:`sparse_pack`: the op of ``torch.sparse.mm(W, b)``.
+
+    For activations kept feature-major (``b = x^T``, one column per sample): full 32-column
+    slabs of b are read in place and the result written in place, where :func:`sparse_linear`
+    transposes x into panels and its result back into ``[M, out_features]``.
+
+    Args:
+        packed: a float32 packed weight.
+        b: float32 ``[in_features, M]``, contiguous, CPU.
+        out: optional float32 ``[out_features, M]`` buffer.
+
+    Returns:
+        float32 ``[out_features, M]`` (``out`` if given), within the same bound of the dense
+        product as :func:`sparse_linear`.
+
+    Raises:
+        TypeError: packed is not a float32 SparsePacked; b / out not float32.
+        ValueError: b is not 2-D with in_features rows or is non-contiguous, out has the
+            wrong shape or shares memory with b or the packed tensors, or an input is on
+            another device.
+    """
+    _check_packed(packed)
+    if packed.dtype != torch.float32:
+        raise TypeError("sparse_mm takes a float32 pack; int8 packs run through sparse_linear, "
+                        "which quantizes x per row")
+    b = _as_tensor(b, "b")
+    _check_input(b, "b", (torch.float32,))
+    if b.ndim != 2 or b.shape[0] != packed.in_features:
+        raise ValueError(f"b must be [in_features={packed.in_features}, M], got shape "
+                         f"{tuple(b.shape)}")
+    y = _out_tensor(out, torch.Size((packed.out_features, b.shape[1])), torch.float32)
+    _runtime._sync_threads()
+    rp, ci, vals, _, bp, nb = packed._arrays()
+    _C.sparse_mm_f32(_np(b), b.shape[1], rp, ci, vals, packed.out_features, packed.in_features,
+                     _np(y), bp, nb)
     return y
 
 

@@ -63,6 +63,58 @@ def test_f32_threads_and_blocks(isa, threads, m):
     _assert_close_f32(ops.sparse_linear(x, blocked, b), x, w, b)
 
 
+def _assert_mm_close(y, w, b):
+    """sparse_mm against W @ b in float64, the bound of _assert_close_f32."""
+    ref = w.to(torch.float64) @ b.to(torch.float64)
+    bound = 1e-5 * (w.abs().to(torch.float64) @ b.abs().to(torch.float64))
+    assert y.shape == ref.shape
+    assert bool(((y.to(torch.float64) - ref).abs() <= bound + 1e-12).all())
+
+
+# 32 runs b and y in place; the others through copied 32-column slabs and their tails.
+@pytest.mark.parametrize("m", [0, 1, 2, 7, 8, 31, 32, 33, 64, 65, 97])
+@pytest.mark.parametrize("k_block", [None, 24])
+def test_sparse_mm_matches_dense(isa, threads, m, k_block):
+    w = _pruned(301, 203, 0.85, seed=m)
+    b = torch.randn(203, m, generator=torch.Generator().manual_seed(m))
+    p = ops.sparse_pack(w, k_block=k_block)
+    _assert_mm_close(ops.sparse_mm(p, b), w, b)
+    out = torch.full((301, m), float("nan"))
+    assert ops.sparse_mm(p, b, out=out) is out  # every element written, no NaN left
+    _assert_mm_close(out, w, b)
+    if m:  # the op torch.sparse.mm defines, on the same weight
+        torch.testing.assert_close(out, torch.sparse.mm(w.to_sparse_csr(), b),
+                                   rtol=1e-5, atol=1e-5)
+
+
+def test_sparse_mm_wide_k_inf_and_bad_inputs(isa):
+    # int32 indices (K > 65536), and an Inf in b reaching only the rows that hold its column.
+    w = torch.zeros(3, 70000)
+    w[0, 69999] = 2.0
+    w[1, 5] = 1.0
+    b = torch.ones(70000, 32)
+    b[69999, 3] = float("inf")
+    p = ops.sparse_pack(w)
+    assert p.col_idx.dtype == torch.int32
+    y = ops.sparse_mm(p, b)
+    assert float(y[0, 3]) == float("inf") and float(y[0, 2]) == 2.0
+    assert bool((y[1] == 1.0).all()) and bool((y[2] == 0.0).all())
+    p = ops.sparse_pack(_pruned(6, 8, 0.5))
+    with pytest.raises(ValueError, match=r"b must be \[in_features=8, M\]"):
+        ops.sparse_mm(p, torch.randn(4, 8))
+    with pytest.raises(ValueError, match="b must be contiguous"):
+        ops.sparse_mm(p, torch.randn(3, 8).T)
+    with pytest.raises(TypeError, match="b must have dtype"):
+        ops.sparse_mm(p, torch.randn(8, 3).double())
+    with pytest.raises(ValueError, match="out must have shape"):
+        ops.sparse_mm(p, torch.randn(8, 3), out=torch.empty(3, 6))
+    b = torch.randn(8, 8)
+    with pytest.raises(ValueError, match="out .* b"):
+        ops.sparse_mm(ops.sparse_pack(_pruned(8, 8, 0.5)), b, out=b)
+    with pytest.raises(TypeError, match="float32 pack"):
+        ops.sparse_mm(ops.sparse_pack(_pruned(6, 8, 0.5), dtype=torch.int8), torch.randn(8, 3))
+
+
 def test_int32_indices_for_wide_k(isa):
     k = 70000  # > 65536: int32 column indices
     w = torch.zeros(3, k)

@@ -28,10 +28,10 @@ __attribute__((always_inline)) inline void spmm_tile(const float* values, const 
                                                      int64_t n0, int64_t n1,
                                                      const int64_t* begin, const int64_t* end_p,
                                                      int64_t stride, const float* panel,
-                                                     float* yt, bool accumulate) {
+                                                     int64_t ld, float* yt, bool accumulate) {
   constexpr int NV = W / 8;
   for (int64_t n = n0; n < n1; ++n) {
-    float* out = yt + n * W;
+    float* out = yt + n * ld;
     __m256 acc[U][NV];
     for (int u = 0; u < U; ++u)
       for (int j = 0; j < NV; ++j)
@@ -41,14 +41,14 @@ __attribute__((always_inline)) inline void spmm_tile(const float* values, const 
     for (; p + U <= end; p += U) {
       for (int u = 0; u < U; ++u) {
         const __m256 v = _mm256_broadcast_ss(values + p + u);
-        const float* xr = panel + static_cast<int64_t>(idx[p + u]) * W;
+        const float* xr = panel + static_cast<int64_t>(idx[p + u]) * ld;
         for (int j = 0; j < NV; ++j)
           acc[u][j] = _mm256_fmadd_ps(v, _mm256_loadu_ps(xr + 8 * j), acc[u][j]);
       }
     }
     for (; p < end; ++p) {
       const __m256 v = _mm256_broadcast_ss(values + p);
-      const float* xr = panel + static_cast<int64_t>(idx[p]) * W;
+      const float* xr = panel + static_cast<int64_t>(idx[p]) * ld;
       for (int j = 0; j < NV; ++j)
         acc[0][j] = _mm256_fmadd_ps(v, _mm256_loadu_ps(xr + 8 * j), acc[0][j]);
     }
@@ -62,13 +62,13 @@ __attribute__((always_inline)) inline void spmm_tile(const float* values, const 
 
 template <typename I>
 void spmm(const float* values, const I* idx, int64_t n0, int64_t n1, const int64_t* begin,
-          const int64_t* end, int64_t stride, const float* panel, int64_t width, float* yt,
-          bool acc) {
+          const int64_t* end, int64_t stride, const float* panel, int64_t width, int64_t ld,
+          float* yt, bool acc) {
   switch (width) {
-    case 32: spmm_tile<32, 2>(values, idx, n0, n1, begin, end, stride, panel, yt, acc); break;
-    case 24: spmm_tile<24, 3>(values, idx, n0, n1, begin, end, stride, panel, yt, acc); break;
-    case 16: spmm_tile<16, 4>(values, idx, n0, n1, begin, end, stride, panel, yt, acc); break;
-    default: spmm_tile<8, 4>(values, idx, n0, n1, begin, end, stride, panel, yt, acc); break;
+    case 32: spmm_tile<32, 2>(values, idx, n0, n1, begin, end, stride, panel, ld, yt, acc); break;
+    case 24: spmm_tile<24, 3>(values, idx, n0, n1, begin, end, stride, panel, ld, yt, acc); break;
+    case 16: spmm_tile<16, 4>(values, idx, n0, n1, begin, end, stride, panel, ld, yt, acc); break;
+    default: spmm_tile<8, 4>(values, idx, n0, n1, begin, end, stride, panel, ld, yt, acc); break;
   }
 }
 
@@ -255,10 +255,10 @@ void q_spmm(const int16_t* v, const I* idx, int64_t n0, int64_t n1, const int64_
 
 void f32_spmm_csr(const SparseMatrix* w, int64_t n0, int64_t n1, const int64_t* begin,
                   const int64_t* end, int64_t stride, const float* panel, int64_t width,
-                  float* yt, bool accumulate) {
+                  int64_t ld, float* yt, bool accumulate) {
   const auto* v = static_cast<const float*>(w->values);
-  if (w->idx16) spmm(v, w->idx16, n0, n1, begin, end, stride, panel, width, yt, accumulate);
-  else spmm(v, w->idx32, n0, n1, begin, end, stride, panel, width, yt, accumulate);
+  if (w->idx16) spmm(v, w->idx16, n0, n1, begin, end, stride, panel, width, ld, yt, accumulate);
+  else spmm(v, w->idx32, n0, n1, begin, end, stride, panel, width, ld, yt, accumulate);
 }
 
 void f32_spmv_csr(const SparseMatrix* w, int64_t n0, int64_t n1, const int64_t* begin,

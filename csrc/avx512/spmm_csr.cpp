@@ -22,10 +22,10 @@ constexpr int64_t kPrefetch = 256;  // entries ahead in the M = 1 kernel's weigh
 // of this kernel (4096 x 4096, 32 columns); in the op the gain is within the run-to-run noise.
 template <typename I>
 void spmm32(const float* values, const I* idx, int64_t n0, int64_t n1, const int64_t* begin,
-            const int64_t* end_p, int64_t stride, const float* panel, float* yt,
+            const int64_t* end_p, int64_t stride, const float* panel, int64_t ld, float* yt,
             bool accumulate) {
   for (int64_t n = n0; n < n1; ++n) {
-    float* out = yt + n * 32;
+    float* out = yt + n * ld;
     __m512 a[4][2];
     for (int u = 0; u < 4; ++u) a[u][0] = a[u][1] = _mm512_setzero_ps();
     if (accumulate) {
@@ -37,7 +37,7 @@ void spmm32(const float* values, const I* idx, int64_t n0, int64_t n1, const int
     for (; p + 8 <= end; p += 8) {
       for (int u = 0; u < 8; ++u) {
         const __m512 v = _mm512_set1_ps(values[p + u]);
-        const float* xr = panel + static_cast<int64_t>(idx[p + u]) * 32;
+        const float* xr = panel + static_cast<int64_t>(idx[p + u]) * ld;
         a[u & 3][0] = _mm512_fmadd_ps(v, _mm512_loadu_ps(xr), a[u & 3][0]);
         a[u & 3][1] = _mm512_fmadd_ps(v, _mm512_loadu_ps(xr + 16), a[u & 3][1]);
       }
@@ -48,7 +48,7 @@ void spmm32(const float* values, const I* idx, int64_t n0, int64_t n1, const int
         const int64_t q = std::min(p + u, last);
         const __mmask16 live = static_cast<__mmask16>(-static_cast<int>(p + u <= last));
         const __m512 v = _mm512_set1_ps(values[q]);
-        const float* xr = panel + static_cast<int64_t>(idx[q]) * 32;
+        const float* xr = panel + static_cast<int64_t>(idx[q]) * ld;
         a[u & 3][0] = _mm512_mask3_fmadd_ps(v, _mm512_loadu_ps(xr), a[u & 3][0], live);
         a[u & 3][1] = _mm512_mask3_fmadd_ps(v, _mm512_loadu_ps(xr + 16), a[u & 3][1], live);
       }
@@ -225,12 +225,12 @@ void f32_spmm_tiles(const F32Tiles* w, int64_t n, int64_t g0, int64_t g1, const 
 
 void f32_spmm_csr(const SparseMatrix* w, int64_t n0, int64_t n1, const int64_t* begin,
                   const int64_t* end, int64_t stride, const float* panel, int64_t width,
-                  float* yt, bool accumulate) {
+                  int64_t ld, float* yt, bool accumulate) {
   if (width != 32)
-    return avx2::f32_spmm_csr(w, n0, n1, begin, end, stride, panel, width, yt, accumulate);
+    return avx2::f32_spmm_csr(w, n0, n1, begin, end, stride, panel, width, ld, yt, accumulate);
   const auto* v = static_cast<const float*>(w->values);
-  if (w->idx16) spmm32(v, w->idx16, n0, n1, begin, end, stride, panel, yt, accumulate);
-  else spmm32(v, w->idx32, n0, n1, begin, end, stride, panel, yt, accumulate);
+  if (w->idx16) spmm32(v, w->idx16, n0, n1, begin, end, stride, panel, ld, yt, accumulate);
+  else spmm32(v, w->idx32, n0, n1, begin, end, stride, panel, ld, yt, accumulate);
 }
 
 void f32_spmv_csr(const SparseMatrix* w, int64_t n0, int64_t n1, const int64_t* begin,

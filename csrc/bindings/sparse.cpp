@@ -44,8 +44,9 @@ const float* optional_bias(const py::object& bias, int64_t n) {
 // out must not share memory with anything the kernel reads.
 void require_out_disjoint(const py::array& out, const py::array& x, const py::array& row_ptr,
                           const py::array& idx, const py::array& values, const py::object& extra1,
-                          const char* extra1_name, const py::object& block_ptr) {
-  require_disjoint(out, "out", x, "x");
+                          const char* extra1_name, const py::object& block_ptr,
+                          const char* x_name = "x") {
+  require_disjoint(out, "out", x, x_name);
   require_disjoint(out, "out", row_ptr, "row_ptr");
   require_disjoint(out, "out", idx, "col_idx");
   require_disjoint(out, "out", values, "values");
@@ -217,6 +218,24 @@ void bind_sparse(py::module_& m) {
       py::arg("col_idx"), py::arg("values").noconvert(), py::arg("n"), py::arg("k"),
       py::arg("bias").none(true), py::arg("out").noconvert(), py::arg("block_ptr").none(true),
       py::arg("num_blocks"), py::arg("tiles").none(true) = py::none());
+
+  m.def(
+      "sparse_mm_f32",
+      [](const carray<float>& b, int64_t cols, const carray<int64_t>& row_ptr,
+         const py::array& idx, const carray<float>& values, int64_t n, int64_t k,
+         carray<float> out, const py::object& block_ptr, int64_t num_blocks) {
+        const SparseMatrix w = make_matrix(row_ptr, idx, values, n, k);
+        const SparseBlocks blocks = make_blocks(block_ptr, num_blocks, n);
+        require(cols >= 0 && b.size() == k * cols, "b must have k * cols elements");
+        require(out.size() == n * cols, "out must have n * cols elements");
+        require_out_disjoint(out, b, row_ptr, idx, values, py::none(), "", block_ptr, "b");
+        float* y = out.mutable_data();
+        py::gil_scoped_release release;
+        sparse_mm_f32(w, blocks, b.data(), cols, y);
+      },
+      py::arg("b").noconvert(), py::arg("cols"), py::arg("row_ptr").noconvert(),
+      py::arg("col_idx"), py::arg("values").noconvert(), py::arg("n"), py::arg("k"),
+      py::arg("out").noconvert(), py::arg("block_ptr").none(true), py::arg("num_blocks"));
 
   m.def(
       "sparse_linear_q8",

@@ -130,18 +130,17 @@ inline int64_t block_count(const SparseBlocks& blocks) {
   return blocks.block_ptr != nullptr ? blocks.num_blocks : 1;
 }
 
-// M = 1: each task's rows (a range with about equal nonzeros) through every K block,
-// kernel(n0, n1, begin, end, accumulate), then done(n0, n1) on the task's finished rows.
-// Blocks outer: each block's runs of the task's rows are one sequential stretch of the weight
-// stream. A row through all its blocks in turn reads one short run from each of nb places,
-// which the prefetchers follow worse (4096 x 4096, 90%, K block 256, standalone loop: 0.87 ms
-// row by row, 0.60 ms blocks outer; 0.42 and 0.40 ms at K block 1024).
+// Each task's rows (a range with about equal nonzeros, `bounds` from balanced_rows) through
+// every K block, kernel(n0, n1, begin, end, accumulate), then done(n0, n1) on the task's
+// finished rows. Blocks outer: each block's runs of the task's rows are one sequential stretch
+// of the weight stream. A row through all its blocks in turn reads one short run from each of
+// nb places, which the prefetchers follow worse (4096 x 4096, 90%, K block 256, standalone
+// loop, M = 1: 0.87 ms row by row, 0.60 ms blocks outer; 0.42 and 0.40 ms at K block 1024).
 template <typename Kernel, typename Done>
-void run_rows(const SparseMatrix& w, const SparseBlocks& blocks, Kernel kernel, Done done) {
+void run_blocks(const SparseMatrix& w, const SparseBlocks& blocks,
+                const std::vector<int64_t>& bounds, Kernel kernel, Done done) {
   const int64_t nb = block_count(blocks);
-  const int64_t tasks = tasks_for(w, 1);
-  const std::vector<int64_t> bounds = balanced_rows(w, tasks);
-  ThreadPool::global().run(tasks, [&](int64_t t) {
+  ThreadPool::global().run(static_cast<int64_t>(bounds.size()) - 1, [&](int64_t t) {
     const int64_t n0 = bounds[t], n1 = bounds[t + 1];
     if (n0 >= n1) return;
     for (int64_t b = 0; b < nb; ++b) {
@@ -150,6 +149,12 @@ void run_rows(const SparseMatrix& w, const SparseBlocks& blocks, Kernel kernel, 
     }
     done(n0, n1);
   });
+}
+
+// M = 1: run_blocks with the split for one column.
+template <typename Kernel, typename Done>
+void run_rows(const SparseMatrix& w, const SparseBlocks& blocks, Kernel kernel, Done done) {
+  run_blocks(w, blocks, balanced_rows(w, tasks_for(w, 1)), kernel, done);
 }
 
 // M >= 2: x in slabs of kPanel rows (the last one `multiple`-rounded), one after the other:
@@ -172,21 +177,16 @@ void run_tiles(const SparseMatrix& w, const SparseBlocks& blocks, int64_t m, int
   const int64_t width = panels.front().width;  // the widest: only the last one is narrower
   P* panel = scratch<P>(static_cast<size_t>(width * w.k), 1);
   A* tile = scratch<A>(static_cast<size_t>(width * w.n), 0);
-  const int64_t tasks = tasks_for(w, width);
-  const std::vector<int64_t> bounds = balanced_rows(w, tasks);
-  const int64_t nb = block_count(blocks);
+  const std::vector<int64_t> bounds = balanced_rows(w, tasks_for(w, width));
   for (Panel& p : panels) {
     p.offset = 0;
     pack_panels(p.valid, w.k, {p}, panel, pack);
-    ThreadPool::global().run(tasks, [&](int64_t t) {
-      const int64_t n0 = bounds[t], n1 = bounds[t + 1];
-      if (n0 >= n1) return;
-      for (int64_t b = 0; b < nb; ++b) {
-        const int64_t* base = block_base(w, blocks, b);
-        kernel(n0, n1, base, base + 1, 1, panel, p, tile, b > 0);
-      }
-      finish(n0, n1, p, tile);
-    });
+    run_blocks(
+        w, blocks, bounds,
+        [&](int64_t n0, int64_t n1, const int64_t* begin, const int64_t* end, bool acc) {
+          kernel(n0, n1, begin, end, 1, panel, p, tile, acc);
+        },
+        [&](int64_t n0, int64_t n1) { finish(n0, n1, p, tile); });
   }
 }
 
@@ -384,10 +384,52 @@ void sparse_linear_f32(const SparseMatrix& w, const SparseBlocks& blocks, const 
       },
       [&](int64_t n0, int64_t n1, const int64_t* b, const int64_t* e, int64_t s, const float* pb,
           const Panel& p, float* tile, bool acc) {
-        kt.f32_spmm_csr(&w, n0, n1, b, e, s, pb, p.width, tile, acc);
+        kt.f32_spmm_csr(&w, n0, n1, b, e, s, pb, p.width, p.width, tile, acc);
       },
       [&](int64_t n0, int64_t n1, const Panel& p, const float* tile) {
         kt.f32_tile_transpose(tile, p.width, p.valid, n0, n1, bias, y, n, p.m0);
+      });
+}
+
+void sparse_mm_f32(const SparseMatrix& w, const SparseBlocks& blocks, const float* b, int64_t m,
+                   float* y) {
+  const Kernels& kt = kernels();
+  if (m == 0 || w.n == 0) return;
+  if (m == 1) {  // b and y are vectors
+    run_rows(
+        w, blocks,
+        [&](int64_t n0, int64_t n1, const int64_t* bp, const int64_t* e, bool a) {
+          kt.f32_spmv_csr(&w, n0, n1, bp, e, b, y, a);
+        },
+        [](int64_t, int64_t) {});
+    return;
+  }
+  if (m == kPanel) {  // b is the kernel's panel and y its tile, in place (row stride 32)
+    run_blocks(
+        w, blocks, balanced_rows(w, tasks_for(w, kPanel)),
+        [&](int64_t n0, int64_t n1, const int64_t* bp, const int64_t* e, bool a) {
+          kt.f32_spmm_csr(&w, n0, n1, bp, e, 1, b, kPanel, kPanel, y, a);
+        },
+        [](int64_t, int64_t) {});
+    return;
+  }
+  // Other M: each 32-column slab of b copied into a compact panel (rows of 128 bytes, no
+  // transpose), run as in sparse_linear_f32, and the tile's rows copied into y's.
+  run_tiles<float, float>(
+      w, blocks, m, 8,
+      [&](const Panel& p, int64_t k0, int64_t k1, float* dst) {
+        for (int64_t kk = k0; kk < k1; ++kk) {
+          std::memcpy(dst + kk * p.width, b + kk * m + p.m0, sizeof(float) * p.valid);
+          std::fill(dst + kk * p.width + p.valid, dst + (kk + 1) * p.width, 0.0f);
+        }
+      },
+      [&](int64_t n0, int64_t n1, const int64_t* bp, const int64_t* e, int64_t s,
+          const float* pb, const Panel& p, float* tile, bool acc) {
+        kt.f32_spmm_csr(&w, n0, n1, bp, e, s, pb, p.width, p.width, tile, acc);
+      },
+      [&](int64_t n0, int64_t n1, const Panel& p, const float* tile) {
+        for (int64_t r = n0; r < n1; ++r)
+          std::memcpy(y + r * m + p.m0, tile + r * p.width, sizeof(float) * p.valid);
       });
 }
 

@@ -89,6 +89,10 @@ struct SparseBlocks {
 // null): the pack's 16 x 1 tile view, which AVX-512 CPUs run for M >= 2.
 void sparse_linear_f32(const SparseMatrix& w, const SparseBlocks& blocks, const float* x,
                        int64_t m, const float* bias, float* y, const F32Tiles* tiles = nullptr);
+// y[N, M] = W @ b[K, M] (torch.sparse.mm's op; both row-major, no bias). Work split over
+// threads by nonzeros.
+void sparse_mm_f32(const SparseMatrix& w, const SparseBlocks& blocks, const float* b, int64_t m,
+                   float* y);
 // int8 values with per-row scales w_scale[N]; x quantized per row (uint8, ONNX
 // DynamicQuantizeLinear) by dynamic_quantize; int32 accumulation; fused epilogue
 // y = float(acc) * (x_scale[m] * w_scale[n]) + bias[n]. `quads` (may be null): the pack's
