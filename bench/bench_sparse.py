@@ -13,7 +13,9 @@ Two ways to run it:
 
 Implementations: fp32 dense ``F.linear`` (with ``out=``), ``torch.sparse.mm`` on a CSR
 weight, ``scipy.sparse`` CSR (if installed), pyquant fp32 sparse (its pack tuned for the M it
-runs at, ``sparse_pack(w, rows=M)``, and the default pack), pyquant sparse + int8 (``rows=M``), and
+runs at, ``sparse_pack(w, rows=M)``, and the default pack), ``ops.sparse_mm`` on the same pack
+(torch.sparse.mm's op, ``W @ x^T``, from the same contiguous ``x^T``), pyquant sparse + int8
+(``rows=M``), and
 PyTorch's dynamic int8 ``Linear`` (``torch.ao.quantization.quantize_dynamic``, fbgemm) and
 pyquant's own dense int8 ``QuantLinear`` (what a pruned-and-quantized layer competes with).
 """
@@ -160,8 +162,12 @@ def implementations(w: torch.Tensor, m: int):
     default = ops.sparse_pack(w)
     packed8 = ops.sparse_pack(w, dtype=torch.int8, rows=m)
     _, qlin, pqlin = _dense_layers(w)
+    # torch.sparse.mm's own op on the same x^T: W @ x^T -> y^T [N, m] (like with like; the
+    # sparse_linear rows also transpose x in and y out).
+    xt, yt = x.T.contiguous(), torch.empty(N, m)
     impls.update({
         "pyquant_sparse_f32": lambda: ops.sparse_linear(x, packed, out=y),
+        "pyquant_sparse_mm_f32": lambda: ops.sparse_mm(packed, xt, out=yt),
         "pyquant_sparse_f32_default": lambda: ops.sparse_linear(x, default, out=y),
         "pyquant_sparse_int8": lambda: ops.sparse_linear(x, packed8, out=y),
         "torch_dynamic_int8_dense": lambda: qlin(x),
@@ -205,14 +211,19 @@ def _has_out() -> bool:
     return _OUT_OK
 
 
-def _best(fn, reps: int, clock) -> float:
+def _best_interleaved(impls: dict, reps: int, clock) -> dict:
+    """{name: best seconds} over ``reps`` rounds, each round timing every implementation once
+    right after an untimed call of it (so each timed call finds its own data in cache, as in
+    back-to-back repetitions): a slow phase of the machine then hits every implementation of
+    the case alike instead of the one whose repetitions it overlapped."""
+    best = {name: float("inf") for name in impls}
     with torch.no_grad():
-        fn()
-        best = float("inf")
         for _ in range(reps):
-            t0 = clock()
-            fn()
-            best = min(best, clock() - t0)
+            for name, fn in impls.items():
+                fn()
+                t0 = clock()
+                fn()
+                best[name] = min(best[name], clock() - t0)
     return best
 
 
@@ -226,7 +237,7 @@ def _measure(threads: int, reps: int, sparsities, make, impls_of, label: str = "
         w = make(s)
         for m in MS:
             impls = impls_of(w, m)
-            t = {name: _best(fn, reps if m > 1 else 3 * reps, clock) for name, fn in impls.items()}
+            t = _best_interleaved(impls, reps if m > 1 else 3 * reps, clock)
             print(f"{label}sparsity {s:.2f} M {m:3d}: " + ", ".join(
                 f"{k} {v * 1e3:.3f} ms" for k, v in t.items()), flush=True)
             yield s, m, t
@@ -238,24 +249,27 @@ def table(threads: int, reps: int) -> str:
     for s, m, t in _measure(threads, reps, SPARSITIES, make_weight, implementations):
         base = min(t["torch_sparse_csr"], t.get("scipy_csr", float("inf")))
         rows.append((s, m, t["dense_f32"] / t["pyquant_sparse_f32"],
-                     base / t["pyquant_sparse_f32"],
+                     base / t["pyquant_sparse_f32"], base / t["pyquant_sparse_mm_f32"],
                      t["torch_dynamic_int8_dense"] / t["pyquant_sparse_int8"],
                      t["pyquant_dense_int8"] / t["pyquant_sparse_int8"],
                      t["dense_f32"] / t["pyquant_sparse_int8"],
                      t["dense_f32"] / t["pyquant_sparse_f32_default"],
-                     t["dense_f32"], t["pyquant_sparse_f32"], t["pyquant_sparse_int8"],
+                     t["dense_f32"], t["pyquant_sparse_f32"], t["pyquant_sparse_mm_f32"],
+                     t["pyquant_sparse_int8"],
                      t["torch_sparse_csr"], t.get("scipy_csr", float("nan")),
                      t["torch_dynamic_int8_dense"], t["pyquant_dense_int8"]))
     head = ("| sparsity | M | sparse f32 / dense f32 | sparse f32 / best(torch.sparse, scipy) "
+            "| sparse_mm f32 / best(torch.sparse, scipy) (same op) "
             "| sparse int8 / dense int8 (torch dynamic) | sparse int8 / dense int8 (pyquant "
             "QuantLinear) | sparse int8 / dense f32 | default-pack sparse f32 / dense f32 "
-            "| dense f32 ms | sparse f32 ms | sparse int8 ms | torch.sparse ms | scipy ms "
-            "| torch int8 ms | pyquant int8 ms |\n|---|---|---|---|---|---|---|---|---|---|---|---|"
-            "---|---|---|\n")
-    body = "".join(f"| {s:.0%} | {m} | {a:.2f}x | {b:.2f}x | {c:.2f}x | {c2:.2f}x | {d:.2f}x "
-                   f"| {d2:.2f}x | {e * 1e3:.2f} | {f * 1e3:.2f} | {g * 1e3:.2f} | {h * 1e3:.2f} "
-                   f"| {i * 1e3:.2f} | {j * 1e3:.2f} | {j2 * 1e3:.2f} |\n"
-                   for s, m, a, b, c, c2, d, d2, e, f, g, h, i, j, j2 in rows)
+            "| dense f32 ms | sparse f32 ms | sparse_mm f32 ms | sparse int8 ms | torch.sparse ms "
+            "| scipy ms | torch int8 ms | pyquant int8 ms |\n"
+            + "|---" * 17 + "|\n")
+    body = "".join(f"| {s:.0%} | {m} | {a:.2f}x | {b:.2f}x | {b2:.2f}x | {c:.2f}x | {c2:.2f}x "
+                   f"| {d:.2f}x | {d2:.2f}x | {e * 1e3:.2f} | {f * 1e3:.2f} | {f2 * 1e3:.2f} "
+                   f"| {g * 1e3:.2f} | {h * 1e3:.2f} | {i * 1e3:.2f} | {j * 1e3:.2f} "
+                   f"| {j2 * 1e3:.2f} |\n"
+                   for s, m, a, b, b2, c, c2, d, d2, e, f, f2, g, h, i, j, j2 in rows)
     return head + body
 
 
@@ -284,6 +298,7 @@ if pytest is not None:
             benchmark(_CACHE[key][name])
 
     _NAMES = ["dense_f32", "torch_sparse_csr", "scipy_csr", "pyquant_sparse_f32",
+              "pyquant_sparse_mm_f32",
               "pyquant_sparse_f32_default", "pyquant_sparse_int8", "torch_dynamic_int8_dense",
               "pyquant_dense_int8"]
 
