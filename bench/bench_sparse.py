@@ -211,19 +211,19 @@ def _has_out() -> bool:
     return _OUT_OK
 
 
-def _best_interleaved(impls: dict, reps: int, clock) -> dict:
-    """{name: best seconds} over ``reps`` rounds, each round timing every implementation once
-    right after an untimed call of it (so each timed call finds its own data in cache, as in
-    back-to-back repetitions): a slow phase of the machine then hits every implementation of
-    the case alike instead of the one whose repetitions it overlapped."""
-    best = {name: float("inf") for name in impls}
+def _best(fn, reps: int, clock) -> float:
+    """Best of ``reps`` back-to-back calls after a warm-up call. (Round-robin repetitions across
+    a case's implementations were tried in session 12: no narrower ranges over three runs, and
+    the dense int8 layers at M = 1 ran 1.7-3x slower than back to back, their 16 MB weight
+    then no longer served from L3; back to back is the conservative choice for the dense
+    baselines.)"""
     with torch.no_grad():
+        fn()
+        best = float("inf")
         for _ in range(reps):
-            for name, fn in impls.items():
-                fn()
-                t0 = clock()
-                fn()
-                best[name] = min(best[name], clock() - t0)
+            t0 = clock()
+            fn()
+            best = min(best, clock() - t0)
     return best
 
 
@@ -237,7 +237,7 @@ def _measure(threads: int, reps: int, sparsities, make, impls_of, label: str = "
         w = make(s)
         for m in MS:
             impls = impls_of(w, m)
-            t = _best_interleaved(impls, reps if m > 1 else 3 * reps, clock)
+            t = {name: _best(fn, reps if m > 1 else 3 * reps, clock) for name, fn in impls.items()}
             print(f"{label}sparsity {s:.2f} M {m:3d}: " + ", ".join(
                 f"{k} {v * 1e3:.3f} ms" for k, v in t.items()), flush=True)
             yield s, m, t
