@@ -51,9 +51,11 @@ def test_f32_matches_reference(isa, n, k, m):
     _assert_close_f32(ops.sparse_linear(x, p), x, w, None)
 
 
+# 50%: M >= 64 runs 64-column panels (weights >= 20% dense); 90%: 32-column ones only.
+@pytest.mark.parametrize("sparsity", [0.5, 0.9])
 @pytest.mark.parametrize("m", [1, 5, 33, 64, 150])
-def test_f32_threads_and_blocks(isa, threads, m):
-    w = _pruned(301, 777, 0.9, seed=3)
+def test_f32_threads_and_blocks(isa, threads, m, sparsity):
+    w = _pruned(301, 777, sparsity, seed=3)
     x = torch.randn(m, 777)
     b = torch.randn(301)
     plain = ops.sparse_pack(w, k_block=None)
@@ -71,11 +73,13 @@ def _assert_mm_close(y, w, b):
     assert bool(((y.to(torch.float64) - ref).abs() <= bound + 1e-12).all())
 
 
-# 32 runs b and y in place; the others through copied 32-column slabs and their tails.
+# 32 runs b and y in place; the others through copied 32-column slabs (64-column ones at 50%)
+# and their tails.
+@pytest.mark.parametrize("sparsity", [0.5, 0.85])
 @pytest.mark.parametrize("m", [0, 1, 2, 7, 8, 31, 32, 33, 64, 65, 97])
 @pytest.mark.parametrize("k_block", [None, 24])
-def test_sparse_mm_matches_dense(isa, threads, m, k_block):
-    w = _pruned(301, 203, 0.85, seed=m)
+def test_sparse_mm_matches_dense(isa, threads, m, k_block, sparsity):
+    w = _pruned(301, 203, sparsity, seed=m)
     b = torch.randn(203, m, generator=torch.Generator().manual_seed(m))
     p = ops.sparse_pack(w, k_block=k_block)
     _assert_mm_close(ops.sparse_mm(p, b), w, b)

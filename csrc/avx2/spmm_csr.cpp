@@ -4,7 +4,7 @@
 // Each nonzero is one broadcast plus W/8 FMAs against the panel row x[:, k] (W floats,
 // contiguous, hot in L1/L2), so the cost is nnz * M / 8 FMAs whatever the sparsity pattern.
 // Zen 4 has two FMA pipes with 4-cycle latency: 8 chains in flight keep them busy, hence
-// U nonzeros in flight times W/8 vectors (U * W/8 = 8 for W = 32, 16; 4 * 1 for W = 8).
+// U nonzeros in flight times W/8 vectors (U * W/8 = 8 for W = 64, 32, 16; 9 for 24; 4 for 8).
 // The tile is written transposed (yt[n * W + j]): W/8 contiguous vector stores per row
 // (strided scalar stores straight into y[m][n] measured ~1.4x slower).
 //
@@ -65,6 +65,7 @@ void spmm(const float* values, const I* idx, int64_t n0, int64_t n1, const int64
           const int64_t* end, int64_t stride, const float* panel, int64_t width, int64_t ld,
           float* yt, bool acc) {
   switch (width) {
+    case 64: spmm_tile<64, 1>(values, idx, n0, n1, begin, end, stride, panel, ld, yt, acc); break;
     case 32: spmm_tile<32, 2>(values, idx, n0, n1, begin, end, stride, panel, ld, yt, acc); break;
     case 24: spmm_tile<24, 3>(values, idx, n0, n1, begin, end, stride, panel, ld, yt, acc); break;
     case 16: spmm_tile<16, 4>(values, idx, n0, n1, begin, end, stride, panel, ld, yt, acc); break;

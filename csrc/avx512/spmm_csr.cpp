@@ -15,47 +15,50 @@ namespace {
 
 constexpr int64_t kPrefetch = 256;  // entries ahead in the M = 1 kernel's weight streams
 
-// fp32, W = 32: 2 zmm per nonzero, 4 accumulator pairs (8 FMA chains), 8 entries per step.
-// The last 1-7 entries of a run take one more 8-entry step whose dead lanes re-read the run's
-// last entry and are masked out of the FMA (so 0 * Inf never enters) instead of a scalar
-// remainder loop and its second branch miss per run: 6-11% faster at 90% in a standalone loop
-// of this kernel (4096 x 4096, 32 columns); in the op the gain is within the run-to-run noise.
-template <typename I>
-void spmm32(const float* values, const I* idx, int64_t n0, int64_t n1, const int64_t* begin,
-            const int64_t* end_p, int64_t stride, const float* panel, int64_t ld, float* yt,
-            bool accumulate) {
+// fp32, W = 16 * NV columns (32 or 64): NV zmm per nonzero, 8 / NV accumulator groups (8 FMA
+// chains), 16 / NV entries per step. The last entries of a run take one more step whose dead
+// lanes re-read the run's last entry and are masked out of the FMA (so 0 * Inf never enters)
+// instead of a scalar remainder loop and its second branch miss per run: 6-11% faster at 90%
+// in a standalone loop of the 32-column kernel (4096 x 4096); in the op the gain is within the
+// run-to-run noise.
+template <int NV, typename I>
+void spmm_wide(const float* values, const I* idx, int64_t n0, int64_t n1, const int64_t* begin,
+               const int64_t* end_p, int64_t stride, const float* panel, int64_t ld, float* yt,
+               bool accumulate) {
+  constexpr int kGroups = 8 / NV, kStep = 16 / NV;
   for (int64_t n = n0; n < n1; ++n) {
     float* out = yt + n * ld;
-    __m512 a[4][2];
-    for (int u = 0; u < 4; ++u) a[u][0] = a[u][1] = _mm512_setzero_ps();
-    if (accumulate) {
-      a[0][0] = _mm512_loadu_ps(out);
-      a[0][1] = _mm512_loadu_ps(out + 16);
-    }
+    __m512 a[kGroups][NV];
+    for (int u = 0; u < kGroups; ++u)
+      for (int j = 0; j < NV; ++j)
+        a[u][j] = (u == 0 && accumulate) ? _mm512_loadu_ps(out + 16 * j) : _mm512_setzero_ps();
     int64_t p = begin[n * stride];
     const int64_t end = end_p[n * stride];
-    for (; p + 8 <= end; p += 8) {
-      for (int u = 0; u < 8; ++u) {
+    for (; p + kStep <= end; p += kStep) {
+      for (int u = 0; u < kStep; ++u) {
         const __m512 v = _mm512_set1_ps(values[p + u]);
         const float* xr = panel + static_cast<int64_t>(idx[p + u]) * ld;
-        a[u & 3][0] = _mm512_fmadd_ps(v, _mm512_loadu_ps(xr), a[u & 3][0]);
-        a[u & 3][1] = _mm512_fmadd_ps(v, _mm512_loadu_ps(xr + 16), a[u & 3][1]);
+        for (int j = 0; j < NV; ++j)
+          a[u % kGroups][j] = _mm512_fmadd_ps(v, _mm512_loadu_ps(xr + 16 * j), a[u % kGroups][j]);
       }
     }
     if (p < end) {
       const int64_t last = end - 1;
-      for (int u = 0; u < 8; ++u) {
+      for (int u = 0; u < kStep; ++u) {
         const int64_t q = std::min(p + u, last);
         const __mmask16 live = static_cast<__mmask16>(-static_cast<int>(p + u <= last));
         const __m512 v = _mm512_set1_ps(values[q]);
         const float* xr = panel + static_cast<int64_t>(idx[q]) * ld;
-        a[u & 3][0] = _mm512_mask3_fmadd_ps(v, _mm512_loadu_ps(xr), a[u & 3][0], live);
-        a[u & 3][1] = _mm512_mask3_fmadd_ps(v, _mm512_loadu_ps(xr + 16), a[u & 3][1], live);
+        for (int j = 0; j < NV; ++j)
+          a[u % kGroups][j] =
+              _mm512_mask3_fmadd_ps(v, _mm512_loadu_ps(xr + 16 * j), a[u % kGroups][j], live);
       }
     }
-    for (int j = 0; j < 2; ++j)
-      _mm512_storeu_ps(out + 16 * j, _mm512_add_ps(_mm512_add_ps(a[0][j], a[1][j]),
-                                                   _mm512_add_ps(a[2][j], a[3][j])));
+    for (int j = 0; j < NV; ++j) {
+      __m512 sum = a[0][j];
+      for (int u = 1; u < kGroups; ++u) sum = _mm512_add_ps(sum, a[u][j]);
+      _mm512_storeu_ps(out + 16 * j, sum);
+    }
   }
 }
 
@@ -226,11 +229,18 @@ void f32_spmm_tiles(const F32Tiles* w, int64_t n, int64_t g0, int64_t g1, const 
 void f32_spmm_csr(const SparseMatrix* w, int64_t n0, int64_t n1, const int64_t* begin,
                   const int64_t* end, int64_t stride, const float* panel, int64_t width,
                   int64_t ld, float* yt, bool accumulate) {
-  if (width != 32)
-    return avx2::f32_spmm_csr(w, n0, n1, begin, end, stride, panel, width, ld, yt, accumulate);
   const auto* v = static_cast<const float*>(w->values);
-  if (w->idx16) spmm32(v, w->idx16, n0, n1, begin, end, stride, panel, ld, yt, accumulate);
-  else spmm32(v, w->idx32, n0, n1, begin, end, stride, panel, ld, yt, accumulate);
+  const auto* i16 = w->idx16;
+  const auto* i32 = w->idx32;
+  if (width == 32) {
+    if (i16) spmm_wide<2>(v, i16, n0, n1, begin, end, stride, panel, ld, yt, accumulate);
+    else spmm_wide<2>(v, i32, n0, n1, begin, end, stride, panel, ld, yt, accumulate);
+  } else if (width == 64) {
+    if (i16) spmm_wide<4>(v, i16, n0, n1, begin, end, stride, panel, ld, yt, accumulate);
+    else spmm_wide<4>(v, i32, n0, n1, begin, end, stride, panel, ld, yt, accumulate);
+  } else {
+    avx2::f32_spmm_csr(w, n0, n1, begin, end, stride, panel, width, ld, yt, accumulate);
+  }
 }
 
 void f32_spmv_csr(const SparseMatrix* w, int64_t n0, int64_t n1, const int64_t* begin,

@@ -22,6 +22,7 @@ namespace pyquant {
 namespace {
 
 constexpr int64_t kPanel = 32;           // columns of M per panel (the kernels' register tile)
+constexpr int64_t kWidePanel = 64;       // fp32, density >= 1/5: see wide_panels
 constexpr int64_t kRowCost = 8;          // a row's fixed cost (tile stores) in nonzero units
 constexpr int64_t kGrainMacs = 1 << 16;  // below this many multiply-adds per task: one thread
 
@@ -31,15 +32,19 @@ struct Panel {
 
 // Panels of `columns` (default kPanel) columns of M, the last one `multiple`-rounded (the fp32
 // and pair kernels take multiples of 8 columns, the quad kernels multiples of 16).
+// With `wide` > 0, whole panels of `wide` columns come first and only the rest is cut into
+// `columns`-wide ones.
 std::vector<Panel> make_panels(int64_t m, int64_t k, int64_t* total, int64_t multiple,
-                               int64_t columns = kPanel) {
+                               int64_t columns = kPanel, int64_t wide = 0) {
   std::vector<Panel> panels;
   int64_t offset = 0;
-  for (int64_t m0 = 0; m0 < m; m0 += columns) {
-    const int64_t valid = std::min(columns, m - m0);
+  for (int64_t m0 = 0; m0 < m;) {
+    const int64_t cols = wide > 0 && m - m0 >= wide ? wide : columns;
+    const int64_t valid = std::min(cols, m - m0);
     const int64_t width = (valid + multiple - 1) / multiple * multiple;
     panels.push_back({m0, valid, width, offset});
     offset += width * k;
+    m0 += cols;
   }
   *total = offset;
   return panels;
@@ -55,6 +60,18 @@ T* scratch(size_t n, int slot) {
   auto& b = bufs[slot];
   if (b.size() < n * sizeof(T)) b.resize(n * sizeof(T));
   return reinterpret_cast<T*>(b.data());
+}
+
+// fp32 M >= 64 runs whole 64-column panels (4 zmm per nonzero on AVX-512, 8 ymm on AVX2) when
+// the weight is at least 20% dense: each pass streams the weights once per panel, and at low
+// sparsity that stream (6 bytes per nonzero, from memory) is what the passes cost. 4096 x 4096,
+// one thread, three alternating processes against 32-column panels only (AVX-512): M = 256
+// 70% 43-49 -> 36-40 ms, M = 128 80% 16.8-18.9 -> 13.5-13.9 ms, M = 256 50% 64-80 -> 57-59 ms,
+// M = 64 50% 18.0-18.7 -> 14.2-17.1 ms; 85-90% within the noise; sparser lost (M = 256 99%:
+// 2.8-3.9 -> 3.4-4.9 ms, 95% 7.9-9.4 -> 9.1-11.1 ms): the N x 64 tile and the 64-row panel no
+// longer both stay in L2, and the weights are few. Held to AVX2 here: within the noise.
+int64_t wide_panels(const SparseMatrix& w) {
+  return w.row_ptr[w.n] * 5 >= w.n * w.k ? kWidePanel : 0;
 }
 
 // Transposes x rows [m0, m0 + valid) into panel[k * width + j] for k in [k0, k1), padding
@@ -171,9 +188,9 @@ void run_rows(const SparseMatrix& w, const SparseBlocks& blocks, Kernel kernel, 
 // Panels in scratch slot 1 (the int8 ops' x_q holds uint8 slot 0), tiles in slot 0.
 template <typename A, typename P, typename Pack, typename Kernel, typename Finish>
 void run_tiles(const SparseMatrix& w, const SparseBlocks& blocks, int64_t m, int64_t multiple,
-               Pack pack, Kernel kernel, Finish finish) {
+               Pack pack, Kernel kernel, Finish finish, int64_t wide = 0) {
   int64_t total = 0;
-  std::vector<Panel> panels = make_panels(m, w.k, &total, multiple);
+  std::vector<Panel> panels = make_panels(m, w.k, &total, multiple, kPanel, wide);
   const int64_t width = panels.front().width;  // the widest: only the last one is narrower
   P* panel = scratch<P>(static_cast<size_t>(width * w.k), 1);
   A* tile = scratch<A>(static_cast<size_t>(width * w.n), 0);
@@ -388,7 +405,8 @@ void sparse_linear_f32(const SparseMatrix& w, const SparseBlocks& blocks, const 
       },
       [&](int64_t n0, int64_t n1, const Panel& p, const float* tile) {
         kt.f32_tile_transpose(tile, p.width, p.valid, n0, n1, bias, y, n, p.m0);
-      });
+      },
+      wide_panels(w));
 }
 
 void sparse_mm_f32(const SparseMatrix& w, const SparseBlocks& blocks, const float* b, int64_t m,
@@ -430,7 +448,8 @@ void sparse_mm_f32(const SparseMatrix& w, const SparseBlocks& blocks, const floa
       [&](int64_t n0, int64_t n1, const Panel& p, const float* tile) {
         for (int64_t r = n0; r < n1; ++r)
           std::memcpy(y + r * m + p.m0, tile + r * p.width, sizeof(float) * p.valid);
-      });
+      },
+      wide_panels(w));
 }
 
 Status sparse_linear_q8(const SparseMatrix& w, const SparseBlocks& blocks, const float* w_scale,
