@@ -103,6 +103,10 @@ def test_sparse_mm_wide_k_inf_and_bad_inputs(isa):
     y = ops.sparse_mm(p, b)
     assert float(y[0, 3]) == float("inf") and float(y[0, 2]) == 2.0
     assert bool((y[1] == 1.0).all()) and bool((y[2] == 0.0).all())
+    empty = ops.sparse_pack(torch.zeros(5, 0))  # K = 0: every path writes zeros
+    for m in (1, 32, 40):
+        out = torch.full((5, m), float("nan"))
+        assert bool((ops.sparse_mm(empty, torch.zeros(0, m), out=out) == 0).all())
     p = ops.sparse_pack(_pruned(6, 8, 0.5))
     with pytest.raises(ValueError, match=r"b must be \[in_features=8, M\]"):
         ops.sparse_mm(p, torch.randn(4, 8))
