@@ -20,12 +20,34 @@ import pyquant
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.skipif("avx512" in pyquant.supported_isas(), reason="AVX-512 runs natively here")
-def test_avx512_kernels_match_scalar_under_emulation(tmp_path):
+def _compiler_and_simde():
     simde_py = pytest.importorskip("simde_py")
     cxx = shutil.which("g++") or shutil.which("c++")
     if cxx is None:
         pytest.skip("no C++ compiler")
+    return cxx, simde_py
+
+
+@pytest.mark.parametrize("harness, shim", [("emulated_isa_test.cpp", "simde_immintrin"),
+                                           ("emulated_amx_test.cpp", "amx_immintrin")])
+def test_emulation_harness_compiles_against_current_kernels(harness, shim):
+    """Where the kernels run natively the emulated tests are skipped, so a kernel signature
+    change could leave their harnesses stale until a CPU without the ISA runs them (it did
+    once: the fp32 CSR kernel's row strides). Type-check them on every machine."""
+    cxx, simde_py = _compiler_and_simde()
+    cmd = [cxx, "-std=c++17", "-fsyntax-only", "-w", "-DSIMDE_NO_NATIVE",
+           f"-I{ROOT / 'tests' / 'native' / shim}", f"-I{simde_py.get_include()}",
+           f"-I{ROOT / 'csrc' / 'include'}", str(ROOT / "tests" / "native" / harness)]
+    build = subprocess.run(cmd, capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr[-4000:]
+
+
+@pytest.mark.skipif("avx512" in pyquant.supported_isas()
+                    and os.environ.get("PYQUANT_FORCE_EMULATION") != "1",
+                    reason="AVX-512 runs natively here")
+def test_avx512_kernels_match_scalar_under_emulation(tmp_path):
+    """Skipped where AVX-512 runs natively, unless PYQUANT_FORCE_EMULATION=1."""
+    cxx, simde_py = _compiler_and_simde()
     # avx2/ too: an AVX-512 kernel may hand a shape it does not specialise to the AVX2 one.
     sources = [p for isa in ("avx512vnni", "avx512", "avx2", "ref") for p in sorted((ROOT / "csrc" / isa).glob("*.cpp"))]
     exe = tmp_path / "emulated_isa_test"
@@ -46,10 +68,7 @@ def test_amx_kernel_matches_scalar_under_emulation(tmp_path):
     natively, unless PYQUANT_FORCE_EMULATION=1 (checks the emulated build on an AMX machine)."""
     if "amx" in pyquant.supported_isas() and os.environ.get("PYQUANT_FORCE_EMULATION") != "1":
         pytest.skip("AMX runs natively here")
-    simde_py = pytest.importorskip("simde_py")
-    cxx = shutil.which("g++") or shutil.which("c++")
-    if cxx is None:
-        pytest.skip("no C++ compiler")
+    cxx, simde_py = _compiler_and_simde()
     # The AMX kernel calls the VNNI one; avx512/, avx2/ as in the test above, ref/ is the oracle.
     isas = ("amx", "avx512vnni", "avx512", "avx2", "ref")
     sources = [p for isa in isas for p in sorted((ROOT / "csrc" / isa).glob("*.cpp"))]

@@ -73,10 +73,11 @@ def _assert_mm_close(y, w, b):
     assert bool(((y.to(torch.float64) - ref).abs() <= bound + 1e-12).all())
 
 
-# 32 runs b and y in place; the others through copied 32-column slabs (64-column ones at 50%)
-# and their tails.
+# b is the panel at 8, 32 and 64 (at 50%, one 64-column panel); the others copy 32-column slabs
+# (64-column ones at 50%) of b. y is the kernel's tile in place except for a last panel of
+# a width that is not a multiple of 8 (M = 2, 7, 31, 33, 65, 97), which goes through a tile.
 @pytest.mark.parametrize("sparsity", [0.5, 0.85])
-@pytest.mark.parametrize("m", [0, 1, 2, 7, 8, 31, 32, 33, 64, 65, 97])
+@pytest.mark.parametrize("m", [0, 1, 2, 7, 8, 31, 32, 33, 40, 64, 65, 97, 128])
 @pytest.mark.parametrize("k_block", [None, 24])
 def test_sparse_mm_matches_dense(isa, threads, m, k_block, sparsity):
     w = _pruned(301, 203, sparsity, seed=m)

@@ -16,6 +16,7 @@
 #include <immintrin.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "pyquant/kernels.h"
 
@@ -28,10 +29,11 @@ __attribute__((always_inline)) inline void spmm_tile(const float* values, const 
                                                      int64_t n0, int64_t n1,
                                                      const int64_t* begin, const int64_t* end_p,
                                                      int64_t stride, const float* panel,
-                                                     int64_t ld, float* yt, bool accumulate) {
+                                                     int64_t ld, float* yt, int64_t out_ld,
+                                                     bool accumulate) {
   constexpr int NV = W / 8;
   for (int64_t n = n0; n < n1; ++n) {
-    float* out = yt + n * ld;
+    float* out = yt + n * out_ld;
     __m256 acc[U][NV];
     for (int u = 0; u < U; ++u)
       for (int j = 0; j < NV; ++j)
@@ -63,13 +65,18 @@ __attribute__((always_inline)) inline void spmm_tile(const float* values, const 
 template <typename I>
 void spmm(const float* values, const I* idx, int64_t n0, int64_t n1, const int64_t* begin,
           const int64_t* end, int64_t stride, const float* panel, int64_t width, int64_t ld,
-          float* yt, bool acc) {
+          float* yt, int64_t out_ld, bool acc) {
+  const auto tile = [&](auto w, auto u) {
+    spmm_tile<decltype(w)::value, decltype(u)::value>(values, idx, n0, n1, begin, end, stride,
+                                                      panel, ld, yt, out_ld, acc);
+  };
+  using std::integral_constant;
   switch (width) {
-    case 64: spmm_tile<64, 1>(values, idx, n0, n1, begin, end, stride, panel, ld, yt, acc); break;
-    case 32: spmm_tile<32, 2>(values, idx, n0, n1, begin, end, stride, panel, ld, yt, acc); break;
-    case 24: spmm_tile<24, 3>(values, idx, n0, n1, begin, end, stride, panel, ld, yt, acc); break;
-    case 16: spmm_tile<16, 4>(values, idx, n0, n1, begin, end, stride, panel, ld, yt, acc); break;
-    default: spmm_tile<8, 4>(values, idx, n0, n1, begin, end, stride, panel, ld, yt, acc); break;
+    case 64: tile(integral_constant<int, 64>{}, integral_constant<int, 1>{}); break;
+    case 32: tile(integral_constant<int, 32>{}, integral_constant<int, 2>{}); break;
+    case 24: tile(integral_constant<int, 24>{}, integral_constant<int, 3>{}); break;
+    case 16: tile(integral_constant<int, 16>{}, integral_constant<int, 4>{}); break;
+    default: tile(integral_constant<int, 8>{}, integral_constant<int, 4>{}); break;
   }
 }
 
@@ -256,10 +263,12 @@ void q_spmm(const int16_t* v, const I* idx, int64_t n0, int64_t n1, const int64_
 
 void f32_spmm_csr(const SparseMatrix* w, int64_t n0, int64_t n1, const int64_t* begin,
                   const int64_t* end, int64_t stride, const float* panel, int64_t width,
-                  int64_t ld, float* yt, bool accumulate) {
+                  int64_t panel_ld, float* yt, int64_t out_ld, bool accumulate) {
   const auto* v = static_cast<const float*>(w->values);
-  if (w->idx16) spmm(v, w->idx16, n0, n1, begin, end, stride, panel, width, ld, yt, accumulate);
-  else spmm(v, w->idx32, n0, n1, begin, end, stride, panel, width, ld, yt, accumulate);
+  if (w->idx16) spmm(v, w->idx16, n0, n1, begin, end, stride, panel, width, panel_ld, yt, out_ld,
+                    accumulate);
+  else spmm(v, w->idx32, n0, n1, begin, end, stride, panel, width, panel_ld, yt, out_ld,
+            accumulate);
 }
 
 void f32_spmv_csr(const SparseMatrix* w, int64_t n0, int64_t n1, const int64_t* begin,

@@ -24,10 +24,10 @@ constexpr int64_t kPrefetch = 256;  // entries ahead in the M = 1 kernel's weigh
 template <int NV, typename I>
 void spmm_wide(const float* values, const I* idx, int64_t n0, int64_t n1, const int64_t* begin,
                const int64_t* end_p, int64_t stride, const float* panel, int64_t ld, float* yt,
-               bool accumulate) {
+               int64_t out_ld, bool accumulate) {
   constexpr int kGroups = 8 / NV, kStep = 16 / NV;
   for (int64_t n = n0; n < n1; ++n) {
-    float* out = yt + n * ld;
+    float* out = yt + n * out_ld;
     __m512 a[kGroups][NV];
     for (int u = 0; u < kGroups; ++u)
       for (int j = 0; j < NV; ++j)
@@ -228,18 +228,23 @@ void f32_spmm_tiles(const F32Tiles* w, int64_t n, int64_t g0, int64_t g1, const 
 
 void f32_spmm_csr(const SparseMatrix* w, int64_t n0, int64_t n1, const int64_t* begin,
                   const int64_t* end, int64_t stride, const float* panel, int64_t width,
-                  int64_t ld, float* yt, bool accumulate) {
+                  int64_t panel_ld, float* yt, int64_t out_ld, bool accumulate) {
   const auto* v = static_cast<const float*>(w->values);
   const auto* i16 = w->idx16;
   const auto* i32 = w->idx32;
   if (width == 32) {
-    if (i16) spmm_wide<2>(v, i16, n0, n1, begin, end, stride, panel, ld, yt, accumulate);
-    else spmm_wide<2>(v, i32, n0, n1, begin, end, stride, panel, ld, yt, accumulate);
+    if (i16) spmm_wide<2>(v, i16, n0, n1, begin, end, stride, panel, panel_ld, yt, out_ld,
+                        accumulate);
+    else spmm_wide<2>(v, i32, n0, n1, begin, end, stride, panel, panel_ld, yt, out_ld,
+                          accumulate);
   } else if (width == 64) {
-    if (i16) spmm_wide<4>(v, i16, n0, n1, begin, end, stride, panel, ld, yt, accumulate);
-    else spmm_wide<4>(v, i32, n0, n1, begin, end, stride, panel, ld, yt, accumulate);
+    if (i16) spmm_wide<4>(v, i16, n0, n1, begin, end, stride, panel, panel_ld, yt, out_ld,
+                        accumulate);
+    else spmm_wide<4>(v, i32, n0, n1, begin, end, stride, panel, panel_ld, yt, out_ld,
+                          accumulate);
   } else {
-    avx2::f32_spmm_csr(w, n0, n1, begin, end, stride, panel, width, ld, yt, accumulate);
+    avx2::f32_spmm_csr(w, n0, n1, begin, end, stride, panel, width, panel_ld, yt, out_ld,
+                       accumulate);
   }
 }
 

@@ -3,7 +3,8 @@
 //
 // Loop order: for each 32-row slab of x (packed into a transposed panel, reused by the next
 // slab), per task (a range of output rows with about equal nonzeros): for each K block, for
-// each row: kernel -> yt[n][32], then yt -> y[m][n] (+ epilogue).
+// each row: kernel -> yt[n][32], then yt -> y[m][n] (+ epilogue). sparse_mm (y = W b) needs no
+// transpose: its kernel writes y's rows in place.
 // The K block of the panel (<= 128 KB) stays in L1/L2 while all rows stream over it (the pack
 // stores the entries block-major, so the weight stream is sequential); the transposed tile yt
 // is read and written sequentially.
@@ -388,22 +389,6 @@ void run_f32_vector(const SparseMatrix& w, const SparseBlocks& blocks, const flo
       });
 }
 
-// fp32 M >= 2 through packed panels (pack(p, k0, k1, dst) fills one; 64 columns wide where
-// wide_panels says so) and the CSR kernel into tiles, finish(n0, n1, p, tile) moving each
-// task's tile into y.
-template <typename Pack, typename Finish>
-void run_f32_panels(const SparseMatrix& w, const SparseBlocks& blocks, int64_t m, Pack pack,
-                    Finish finish) {
-  const Kernels& kt = kernels();
-  run_tiles<float, float>(
-      w, blocks, m, 8, pack,
-      [&](int64_t n0, int64_t n1, const int64_t* b, const int64_t* e, int64_t s, const float* pb,
-          const Panel& p, float* tile, bool acc) {
-        kt.f32_spmm_csr(&w, n0, n1, b, e, s, pb, p.width, p.width, tile, acc);
-      },
-      finish, wide_panels(w));
-}
-
 }  // namespace
 
 void sparse_linear_f32(const SparseMatrix& w, const SparseBlocks& blocks, const float* x,
@@ -414,15 +399,22 @@ void sparse_linear_f32(const SparseMatrix& w, const SparseBlocks& blocks, const 
       kt.f32_spmm_tiles != nullptr)
     return run_f32_tiles(w, *tiles, x, m, bias, y);
   if (m == 1) return run_f32_vector(w, blocks, x, bias, y);
+  // Packed transposed panels (64 columns wide where wide_panels says so), the CSR kernel into
+  // tiles, each task's tile transposed into y.
   const int64_t n = w.n;
-  run_f32_panels(
-      w, blocks, m,
+  run_tiles<float, float>(
+      w, blocks, m, 8,
       [&](const Panel& p, int64_t k0, int64_t k1, float* dst) {
         kt.f32_panel_pack(x, w.k, p.m0, p.valid, p.width, k0, k1, dst);
       },
+      [&](int64_t n0, int64_t n1, const int64_t* b, const int64_t* e, int64_t s, const float* pb,
+          const Panel& p, float* tile, bool acc) {
+        kt.f32_spmm_csr(&w, n0, n1, b, e, s, pb, p.width, p.width, tile, p.width, acc);
+      },
       [&](int64_t n0, int64_t n1, const Panel& p, const float* tile) {
         kt.f32_tile_transpose(tile, p.width, p.valid, n0, n1, bias, y, n, p.m0);
-      });
+      },
+      wide_panels(w));
 }
 
 void sparse_mm_f32(const SparseMatrix& w, const SparseBlocks& blocks, const float* b, int64_t m,
@@ -430,33 +422,55 @@ void sparse_mm_f32(const SparseMatrix& w, const SparseBlocks& blocks, const floa
   const Kernels& kt = kernels();
   if (m == 0 || w.n == 0) return;
   if (m == 1) return run_f32_vector(w, blocks, b, nullptr, y);  // b and y are vectors
-  // b is the kernel's panel and y its tile, in place (row stride 32): against the copy path
-  // below (4096 x 4096, one thread, three alternating processes) a one-entry-per-row weight
-  // 0.069-0.077 against 0.082-0.109 ms, 99% 0.216-0.260 against 0.242-0.300 ms, 90% within
-  // the noise.
-  if (m == kPanel) {
-    run_blocks(
-        w, blocks, balanced_rows(w, tasks_for(w, kPanel)),
-        [&](int64_t n0, int64_t n1, const int64_t* bp, const int64_t* e, bool a) {
-          kt.f32_spmm_csr(&w, n0, n1, bp, e, 1, b, kPanel, kPanel, y, a);
-        },
-        [](int64_t, int64_t) {});
-    return;
-  }
-  // Other M: each slab of b copied into a compact panel (no transpose), the tile's rows
-  // copied into y's.
-  run_f32_panels(
-      w, blocks, m,
-      [&](const Panel& p, int64_t k0, int64_t k1, float* dst) {
+  // Slab by slab as run_tiles, but y is the kernel's tile in place (row stride M) for every
+  // whole panel, so no tile is copied out: 4096 x 4096, one thread, against the tile-and-copy
+  // path, six alternating processes: M = 256 99% 2.51-2.73 -> 2.04-2.45 ms, M = 128 99%
+  // 0.98-1.40 -> 0.94-0.99 ms; four: 95% 7.7-8.4 -> 7.4-7.8 ms, 90% within the noise. Only a
+  // narrower last panel (M % 8 != 0) goes through a tile. Where one panel spans b (M = 32, or
+  // 64 with wide panels) b is the panel itself; otherwise each slab of b is copied into a
+  // compact panel: in place its rows lie M floats apart (1 KB at M = 256), and the panel rows
+  // the kernel gathers then share 1/16 of the cache sets. M = 32 in place against copying b
+  // (one-entry-per-row weight 0.069-0.077 against 0.082-0.109 ms, 99% 0.216-0.260 against
+  // 0.242-0.300 ms, 90% within the noise).
+  int64_t total = 0;
+  const std::vector<Panel> panels = make_panels(m, w.k, &total, 8, kPanel, wide_panels(w));
+  const int64_t width = panels.front().width;
+  const bool b_is_panel = panels.size() == 1 && width == m;
+  float* panel = b_is_panel ? nullptr : scratch<float>(static_cast<size_t>(width * w.k), 1);
+  const Panel& last = panels.back();
+  float* tile = last.valid < last.width
+                    ? scratch<float>(static_cast<size_t>(last.width * w.n), 0)
+                    : nullptr;
+  const std::vector<int64_t> bounds = balanced_rows(w, tasks_for(w, width));
+  for (Panel p : panels) {
+    const float* src = b + p.m0;
+    int64_t src_ld = m;
+    if (!b_is_panel) {
+      p.offset = 0;
+      const auto copy = [&](const Panel& q, int64_t k0, int64_t k1, float* dst) {
         for (int64_t kk = k0; kk < k1; ++kk) {
-          std::memcpy(dst + kk * p.width, b + kk * m + p.m0, sizeof(float) * p.valid);
-          std::fill(dst + kk * p.width + p.valid, dst + (kk + 1) * p.width, 0.0f);
+          std::memcpy(dst + kk * q.width, b + kk * m + q.m0, sizeof(float) * q.valid);
+          std::fill(dst + kk * q.width + q.valid, dst + (kk + 1) * q.width, 0.0f);
         }
-      },
-      [&](int64_t n0, int64_t n1, const Panel& p, const float* tile) {
-        for (int64_t r = n0; r < n1; ++r)
-          std::memcpy(y + r * m + p.m0, tile + r * p.width, sizeof(float) * p.valid);
-      });
+      };
+      pack_panels(p.valid, w.k, {p}, panel, copy);
+      src = panel;
+      src_ld = p.width;
+    }
+    const bool in_place = p.valid == p.width;
+    float* out = in_place ? y + p.m0 : tile;
+    const int64_t out_ld = in_place ? m : p.width;
+    run_blocks(
+        w, blocks, bounds,
+        [&](int64_t n0, int64_t n1, const int64_t* bp, const int64_t* e, bool a) {
+          kt.f32_spmm_csr(&w, n0, n1, bp, e, 1, src, p.width, src_ld, out, out_ld, a);
+        },
+        [&](int64_t n0, int64_t n1) {
+          if (!in_place)
+            for (int64_t r = n0; r < n1; ++r)
+              std::memcpy(y + r * m + p.m0, tile + r * p.width, sizeof(float) * p.valid);
+        });
+  }
 }
 
 Status sparse_linear_q8(const SparseMatrix& w, const SparseBlocks& blocks, const float* w_scale,

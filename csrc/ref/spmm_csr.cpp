@@ -12,15 +12,15 @@ namespace {
 
 template <typename T, typename P, typename A, typename I>
 void spmm(const T* values, const I* idx, int64_t n0, int64_t n1, const int64_t* begin,
-          const int64_t* end, int64_t stride, const P* panel, int64_t width, int64_t ld, A* yt,
-          bool accumulate) {
+          const int64_t* end, int64_t stride, const P* panel, int64_t width, int64_t panel_ld,
+          A* yt, int64_t out_ld, bool accumulate) {
   for (int64_t n = n0; n < n1; ++n) {
-    A* acc = yt + n * ld;
+    A* acc = yt + n * out_ld;
     if (!accumulate)
       for (int64_t j = 0; j < width; ++j) acc[j] = A(0);
     for (int64_t p = begin[n * stride]; p < end[n * stride]; ++p) {
       const A v = static_cast<A>(values[p]);
-      const auto* xr = panel + static_cast<int64_t>(idx[p]) * ld;
+      const auto* xr = panel + static_cast<int64_t>(idx[p]) * panel_ld;
       for (int64_t j = 0; j < width; ++j) acc[j] += v * static_cast<A>(xr[j]);
     }
   }
@@ -53,10 +53,12 @@ void q_spmv(const int16_t* values, const I* idx, int64_t n0, int64_t n1, const i
 
 void f32_spmm_csr(const SparseMatrix* w, int64_t n0, int64_t n1, const int64_t* begin,
                   const int64_t* end, int64_t stride, const float* panel, int64_t width,
-                  int64_t ld, float* yt, bool accumulate) {
+                  int64_t panel_ld, float* yt, int64_t out_ld, bool accumulate) {
   const auto* v = static_cast<const float*>(w->values);
-  if (w->idx16) spmm(v, w->idx16, n0, n1, begin, end, stride, panel, width, ld, yt, accumulate);
-  else spmm(v, w->idx32, n0, n1, begin, end, stride, panel, width, ld, yt, accumulate);
+  if (w->idx16) spmm(v, w->idx16, n0, n1, begin, end, stride, panel, width, panel_ld, yt, out_ld,
+                    accumulate);
+  else spmm(v, w->idx32, n0, n1, begin, end, stride, panel, width, panel_ld, yt, out_ld,
+            accumulate);
 }
 
 void f32_spmv_csr(const SparseMatrix* w, int64_t n0, int64_t n1, const int64_t* begin,
@@ -70,8 +72,9 @@ void qs16_spmm_csr(const SparseMatrix* w, int64_t n0, int64_t n1, const int64_t*
                    int32_t* acct, bool accumulate) {
   const auto* v = static_cast<const int16_t*>(w->values);
   const int64_t ld = width;
-  if (w->idx16) spmm(v, w->idx16, n0, n1, begin, end, stride, panel, width, ld, acct, accumulate);
-  else spmm(v, w->idx32, n0, n1, begin, end, stride, panel, width, ld, acct, accumulate);
+  if (w->idx16) spmm(v, w->idx16, n0, n1, begin, end, stride, panel, width, ld, acct, ld,
+                    accumulate);
+  else spmm(v, w->idx32, n0, n1, begin, end, stride, panel, width, ld, acct, ld, accumulate);
 }
 
 void qs16_spmv_csr(const SparseMatrix* w, int64_t n0, int64_t n1, const int64_t* begin,

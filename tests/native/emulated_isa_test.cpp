@@ -166,9 +166,9 @@ void check_sparse() {
       }
       std::vector<float> ya(n_rows * width + 64, 0.0f), yb(ya);
       pyquant::ref::f32_spmm_csr(&wf, 0, n_rows, row_ptr.data(), row_ptr.data() + 1, 1,
-                                 panel.data(), width, ya.data(), false);
+                                 panel.data(), width, width, ya.data(), width, false);
       pyquant::avx512::f32_spmm_csr(&wf, 0, n_rows, row_ptr.data(), row_ptr.data() + 1, 1,
-                                    panel.data(), width, yb.data(), false);
+                                    panel.data(), width, width, yb.data(), width, false);
       bool close = true;
       for (size_t i = 0; i < ya.size(); ++i)
         close &= std::fabs(ya[i] - yb[i]) <= 1e-4f * (1.0f + std::fabs(ya[i]));

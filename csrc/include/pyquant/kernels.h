@@ -124,13 +124,13 @@ struct SparseMatrix {
 // row_ptr, end = row_ptr + 1, stride 1; K block b: block_ptr + b * (N + 1), its + 1, stride 1),
 // and it writes the
 // transposed tile yt[n * width + j] for all j < width: set if !accumulate, else added to.
-// The fp32 kernel takes the row stride `ld` (>= width) of both the panel and the tile:
-// sparse_linear passes width (its packed panel and tile), sparse_mm the M of b [K, M] and
-// y [N, M], whose 32-column slabs are then read and written in place (panel row k at
-// panel + k * ld, tile row n at yt + n * ld).
+// The fp32 kernel takes the row strides (>= width) of the panel (panel row k at
+// panel + k * panel_ld) and of the tile (row n at yt + n * out_ld): sparse_linear passes width
+// for both (its packed panel and tile), sparse_mm the M of b [K, M] where b is the panel and
+// of y [N, M] where y is the tile.
 using SpmmF32Fn = void (*)(const SparseMatrix* w, int64_t n0, int64_t n1, const int64_t* begin,
                            const int64_t* end, int64_t stride, const float* panel, int64_t width,
-                           int64_t ld, float* yt, bool accumulate);
+                           int64_t panel_ld, float* yt, int64_t out_ld, bool accumulate);
 // The fp32 ops' epilogue: y[(m0 + j) * ldy + n] = tile[n * width + j] + (bias ? bias[n] : 0)
 // for n in [n0, n1) and j < valid (the transposed tile back into y's rows).
 using TileTransposeF32Fn = void (*)(const float* tile, int64_t width, int64_t valid, int64_t n0,
@@ -236,7 +236,7 @@ using SpmvQu8x4Fn = void (*)(const QuadMatrix* w, int64_t n0, int64_t n1, const 
   namespace ns {                                                                                \
   void f32_spmm_csr(const SparseMatrix* w, int64_t n0, int64_t n1, const int64_t* begin,        \
                     const int64_t* end, int64_t stride, const float* panel, int64_t width,      \
-                    int64_t ld, float* yt, bool accumulate);                                    \
+                    int64_t panel_ld, float* yt, int64_t out_ld, bool accumulate);              \
   void f32_spmv_csr(const SparseMatrix* w, int64_t n0, int64_t n1, const int64_t* begin,        \
                     const int64_t* end, const float* x, float* y, bool accumulate);             \
   void qs16_spmm_csr(const SparseMatrix* w, int64_t n0, int64_t n1, const int64_t* begin,       \
