@@ -51,7 +51,7 @@ def test_f32_matches_reference(isa, n, k, m):
     _assert_close_f32(ops.sparse_linear(x, p), x, w, None)
 
 
-# 50%: M >= 64 runs 64-column panels (weights >= 20% dense); 90%: 32-column ones only.
+# 50%: M >= 64 runs 64-column panels (weights >= 1/6 dense); 90%: 32-column ones only.
 @pytest.mark.parametrize("sparsity", [0.5, 0.9])
 @pytest.mark.parametrize("m", [1, 5, 33, 64, 150])
 def test_f32_threads_and_blocks(isa, threads, m, sparsity):

@@ -23,7 +23,7 @@ namespace pyquant {
 namespace {
 
 constexpr int64_t kPanel = 32;           // columns of M per panel (the kernels' register tile)
-constexpr int64_t kWidePanel = 64;       // fp32, density >= 1/5: see wide_panels
+constexpr int64_t kWidePanel = 64;       // fp32, density >= 1/6: see wide_panels
 constexpr int64_t kRowCost = 8;          // a row's fixed cost (tile stores) in nonzero units
 constexpr int64_t kGrainMacs = 1 << 16;  // below this many multiply-adds per task: one thread
 
@@ -64,15 +64,19 @@ T* scratch(size_t n, int slot) {
 }
 
 // fp32 M >= 64 runs whole 64-column panels (4 zmm per nonzero on AVX-512, 8 ymm on AVX2) when
-// the weight is at least 20% dense: each pass streams the weights once per panel, and at low
+// the weight is at least 1/6 dense: each pass streams the weights once per panel, and at low
 // sparsity that stream (6 bytes per nonzero, from memory) is what the passes cost. 4096 x 4096,
 // one thread, three alternating processes against 32-column panels only (AVX-512): M = 256
 // 70% 43-49 -> 36-40 ms, M = 128 80% 16.8-18.9 -> 13.5-13.9 ms, M = 256 50% 64-80 -> 57-59 ms,
 // M = 64 50% 18.0-18.7 -> 14.2-17.1 ms; 85-90% within the noise; sparser lost (M = 256 99%:
 // 2.8-3.9 -> 3.4-4.9 ms, 95% 7.9-9.4 -> 9.1-11.1 ms): the N x 64 tile and the 64-row panel no
 // longer both stay in L2, and the weights are few. Held to AVX2 here: within the noise.
+// The bound was 20% until a random 80% weight (19.996% dense) measured right at it; sparse_mm
+// with y in place, three alternating processes, wide against not: 80% M = 256 24.8-28.9 against
+// 31.4-34.0 ms, M = 64 6.35-7.19 against 7.20-7.93 ms; 85% M = 256 26.1-30.1 against
+// 20.3-24.0 ms, M = 128 13.2-13.6 against 11.3-11.6 ms. Hence 1/6 (83% sparsity).
 int64_t wide_panels(const SparseMatrix& w) {
-  return w.row_ptr[w.n] * 5 >= w.n * w.k ? kWidePanel : 0;
+  return w.row_ptr[w.n] * 6 >= w.n * w.k ? kWidePanel : 0;
 }
 
 // Transposes x rows [m0, m0 + valid) into panel[k * width + j] for k in [k0, k1), padding
