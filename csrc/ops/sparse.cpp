@@ -75,6 +75,9 @@ T* scratch(size_t n, int slot) {
 // with y in place, three alternating processes, wide against not: 80% M = 256 24.8-28.9 against
 // 31.4-34.0 ms, M = 64 6.35-7.19 against 7.20-7.93 ms; 85% M = 256 26.1-30.1 against
 // 20.3-24.0 ms, M = 128 13.2-13.6 against 11.3-11.6 ms. Hence 1/6 (83% sparsity).
+// sparse_linear at 80%, 1/6 against 1/5 (three alternating processes): M = 128 12.8-14.0
+// against 16.1-19.6 ms, M = 256 25.7-32.6 against 30.5-33.6 ms, M = 64 7.3-8.7 against
+// 7.7-9.8 ms.
 int64_t wide_panels(const SparseMatrix& w) {
   return w.row_ptr[w.n] * 6 >= w.n * w.k ? kWidePanel : 0;
 }
@@ -179,37 +182,59 @@ void run_rows(const SparseMatrix& w, const SparseBlocks& blocks, Kernel kernel, 
   run_blocks(w, blocks, balanced_rows(w, tasks_for(w, 1)), kernel, done);
 }
 
-// M >= 2: x in slabs of kPanel rows (the last one `multiple`-rounded), one after the other:
-// pack(panel, k0, k1, dst) packs the slab's panel, then kernel(n0, n1, begin, end, stride,
-// panel data, panel, tile, accumulate) runs every K block over each task's rows and
-// finish(task rows, panel, tile) converts the task's tile into y. One slab's panel (32 x K) and
-// tile (N x 32) are reused by the next, so they stay in L2 / L3 instead of all M / 32 of each
-// going through memory (4096 x 4096, M = 256, one thread, against packing every panel first,
-// three alternating processes: 99% 2.9-3.5 -> 2.2-2.6 ms, 95% 9.1-9.4 -> 7.5-7.9 ms, 50% the
-// same; two threads within the noise).
-// Per slab, blocks outer and rows inner: the weight stream is read sequentially (the pack
-// stores it block-major), one K block of the panel stays in L1/L2 while every row uses it,
-// and the task's tile (rows x 32 values) is read and written sequentially once per block.
-// Panels in scratch slot 1 (the int8 ops' x_q holds uint8 slot 0), tiles in slot 0.
+// M >= 2: the panels (slabs of M) one after the other: stage(p) returns the panel the kernel
+// reads for slab p (packing it where it must), then kernel(n0, n1, begin, end, panel data, p,
+// accumulate) runs every K block over each task's rows and finish(n0, n1, p) completes the
+// task's rows of y. One slab's panel (32 x K) and tile (N x 32) are reused by the next, so
+// they stay in L2 / L3 instead of all M / 32 of each going through memory (4096 x 4096,
+// M = 256, one thread, against packing every panel first, three alternating processes: 99%
+// 2.9-3.5 -> 2.2-2.6 ms, 95% 9.1-9.4 -> 7.5-7.9 ms, 50% the same; two threads within the
+// noise). Per slab, blocks outer and rows inner: the weight stream is read sequentially (the
+// pack stores it block-major), one K block of the panel stays in L1/L2 while every row uses
+// it, and the task's tile rows are read and written sequentially once per block.
+template <typename Stage, typename Kernel, typename Finish>
+void run_slabs(const SparseMatrix& w, const SparseBlocks& blocks,
+               const std::vector<Panel>& panels, Stage stage, Kernel kernel, Finish finish) {
+  // The first panel is the widest: only the last one is narrower.
+  const std::vector<int64_t> bounds = balanced_rows(w, tasks_for(w, panels.front().width));
+  for (const Panel& p : panels) {
+    const auto* data = stage(p);
+    run_blocks(
+        w, blocks, bounds,
+        [&](int64_t n0, int64_t n1, const int64_t* begin, const int64_t* end, bool acc) {
+          kernel(n0, n1, begin, end, data, p, acc);
+        },
+        [&](int64_t n0, int64_t n1) { finish(n0, n1, p); });
+  }
+}
+
+// Slab p packed into the reused buffer `panel` by pack(p, k0, k1, dst), split over threads.
+template <typename P, typename Pack>
+const P* pack_slab(const Panel& p, int64_t k, P* panel, Pack pack) {
+  Panel at_start = p;
+  at_start.offset = 0;
+  pack_panels(p.valid, k, {at_start}, panel, pack);
+  return panel;
+}
+
+// run_slabs with every slab packed into one reused panel and run into one reused N x width
+// tile: pack(panel, k0, k1, dst) packs a slab, kernel(n0, n1, begin, end, stride, panel data,
+// panel, tile, accumulate) runs the task's rows into the tile and finish(task rows, panel,
+// tile) converts them into y. Panels in scratch slot 1 (the int8 ops' x_q holds uint8 slot 0),
+// tiles in slot 0.
 template <typename A, typename P, typename Pack, typename Kernel, typename Finish>
 void run_tiles(const SparseMatrix& w, const SparseBlocks& blocks, int64_t m, int64_t multiple,
                Pack pack, Kernel kernel, Finish finish, int64_t wide = 0) {
   int64_t total = 0;
-  std::vector<Panel> panels = make_panels(m, w.k, &total, multiple, kPanel, wide);
-  const int64_t width = panels.front().width;  // the widest: only the last one is narrower
+  const std::vector<Panel> panels = make_panels(m, w.k, &total, multiple, kPanel, wide);
+  const int64_t width = panels.front().width;
   P* panel = scratch<P>(static_cast<size_t>(width * w.k), 1);
   A* tile = scratch<A>(static_cast<size_t>(width * w.n), 0);
-  const std::vector<int64_t> bounds = balanced_rows(w, tasks_for(w, width));
-  for (Panel& p : panels) {
-    p.offset = 0;
-    pack_panels(p.valid, w.k, {p}, panel, pack);
-    run_blocks(
-        w, blocks, bounds,
-        [&](int64_t n0, int64_t n1, const int64_t* begin, const int64_t* end, bool acc) {
-          kernel(n0, n1, begin, end, 1, panel, p, tile, acc);
-        },
-        [&](int64_t n0, int64_t n1) { finish(n0, n1, p, tile); });
-  }
+  run_slabs(
+      w, blocks, panels, [&](const Panel& p) { return pack_slab(p, w.k, panel, pack); },
+      [&](int64_t n0, int64_t n1, const int64_t* begin, const int64_t* end, const P* data,
+          const Panel& p, bool acc) { kernel(n0, n1, begin, end, 1, data, p, tile, acc); },
+      [&](int64_t n0, int64_t n1, const Panel& p) { finish(n0, n1, p, tile); });
 }
 
 // tile[n * width + j] -> out[(m0 + j) * n_total + n] via f, 16 rows at a time so both sides
@@ -428,9 +453,9 @@ void sparse_mm_f32(const SparseMatrix& w, const SparseBlocks& blocks, const floa
   if (m == 1) return run_f32_vector(w, blocks, b, nullptr, y);  // b and y are vectors
   // Slab by slab as run_tiles, but y is the kernel's tile in place (row stride M) for every
   // whole panel, so no tile is copied out: 4096 x 4096, one thread, against the tile-and-copy
-  // path, six alternating processes: M = 256 99% 2.51-2.73 -> 2.04-2.45 ms, M = 128 99%
-  // 0.98-1.40 -> 0.94-0.99 ms; four: 95% 7.7-8.4 -> 7.4-7.8 ms, 90% within the noise. Only a
-  // narrower last panel (M % 8 != 0) goes through a tile. Where one panel spans b (M = 32, or
+  // path (same packs), three alternating processes: M = 256 99% 2.45-3.17 -> 1.91-2.25 ms,
+  // M = 128 99% 1.00-1.02 -> 0.90-0.92 ms; 95% and 90% within the noise. Only a last panel
+  // whose width is not a multiple of 8 goes through a tile. Where one panel spans b (M = 32, or
   // 64 with wide panels) b is the panel itself; otherwise each slab of b is copied into a
   // compact panel: in place its rows lie M floats apart (1 KB at M = 256), and the panel rows
   // the kernel gathers then share 1/16 of the cache sets. M = 32 in place against copying b
@@ -439,42 +464,33 @@ void sparse_mm_f32(const SparseMatrix& w, const SparseBlocks& blocks, const floa
   int64_t total = 0;
   const std::vector<Panel> panels = make_panels(m, w.k, &total, 8, kPanel, wide_panels(w));
   const int64_t width = panels.front().width;
-  const bool b_is_panel = panels.size() == 1 && width == m;
+  const bool b_is_panel = panels.size() == 1 && width == m;  // then its row stride is width
   float* panel = b_is_panel ? nullptr : scratch<float>(static_cast<size_t>(width * w.k), 1);
   const Panel& last = panels.back();
   float* tile = last.valid < last.width
                     ? scratch<float>(static_cast<size_t>(last.width * w.n), 0)
                     : nullptr;
-  const std::vector<int64_t> bounds = balanced_rows(w, tasks_for(w, width));
-  for (Panel p : panels) {
-    const float* src = b + p.m0;
-    int64_t src_ld = m;
-    if (!b_is_panel) {
-      p.offset = 0;
-      const auto copy = [&](const Panel& q, int64_t k0, int64_t k1, float* dst) {
-        for (int64_t kk = k0; kk < k1; ++kk) {
-          std::memcpy(dst + kk * q.width, b + kk * m + q.m0, sizeof(float) * q.valid);
-          std::fill(dst + kk * q.width + q.valid, dst + (kk + 1) * q.width, 0.0f);
-        }
-      };
-      pack_panels(p.valid, w.k, {p}, panel, copy);
-      src = panel;
-      src_ld = p.width;
+  const auto in_place = [](const Panel& p) { return p.valid == p.width; };
+  const auto copy_slab = [&](const Panel& p, int64_t k0, int64_t k1, float* dst) {
+    for (int64_t kk = k0; kk < k1; ++kk) {
+      std::memcpy(dst + kk * p.width, b + kk * m + p.m0, sizeof(float) * p.valid);
+      std::fill(dst + kk * p.width + p.valid, dst + (kk + 1) * p.width, 0.0f);
     }
-    const bool in_place = p.valid == p.width;
-    float* out = in_place ? y + p.m0 : tile;
-    const int64_t out_ld = in_place ? m : p.width;
-    run_blocks(
-        w, blocks, bounds,
-        [&](int64_t n0, int64_t n1, const int64_t* bp, const int64_t* e, bool a) {
-          kt.f32_spmm_csr(&w, n0, n1, bp, e, 1, src, p.width, src_ld, out, out_ld, a);
-        },
-        [&](int64_t n0, int64_t n1) {
-          if (!in_place)
-            for (int64_t r = n0; r < n1; ++r)
-              std::memcpy(y + r * m + p.m0, tile + r * p.width, sizeof(float) * p.valid);
-        });
-  }
+  };
+  run_slabs(
+      w, blocks, panels,
+      [&](const Panel& p) { return b_is_panel ? b : pack_slab(p, w.k, panel, copy_slab); },
+      [&](int64_t n0, int64_t n1, const int64_t* bp, const int64_t* e, const float* data,
+          const Panel& p, bool a) {
+        float* out = in_place(p) ? y + p.m0 : tile;
+        kt.f32_spmm_csr(&w, n0, n1, bp, e, 1, data, p.width, p.width, out,
+                        in_place(p) ? m : p.width, a);
+      },
+      [&](int64_t n0, int64_t n1, const Panel& p) {
+        if (!in_place(p))
+          for (int64_t r = n0; r < n1; ++r)
+            std::memcpy(y + r * m + p.m0, tile + r * p.width, sizeof(float) * p.valid);
+      });
 }
 
 Status sparse_linear_q8(const SparseMatrix& w, const SparseBlocks& blocks, const float* w_scale,

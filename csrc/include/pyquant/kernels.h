@@ -122,12 +122,11 @@ struct SparseMatrix {
 // panel[k * width + j] = x[m0 + j, k] (zero for j >= valid). A kernel call handles rows
 // [n0, n1): row n's entries are [begin[n * stride], end[n * stride]) (plain CSR: begin =
 // row_ptr, end = row_ptr + 1, stride 1; K block b: block_ptr + b * (N + 1), its + 1, stride 1),
-// and it writes the
-// transposed tile yt[n * width + j] for all j < width: set if !accumulate, else added to.
-// The fp32 kernel takes the row strides (>= width) of the panel (panel row k at
-// panel + k * panel_ld) and of the tile (row n at yt + n * out_ld): sparse_linear passes width
-// for both (its packed panel and tile), sparse_mm the M of b [K, M] where b is the panel and
-// of y [N, M] where y is the tile.
+// and it writes the transposed tile yt[n * width + j] for all j < width (fp32:
+// yt[n * out_ld + j]): set if !accumulate, else added to. The fp32 kernel takes the row
+// strides (>= width) of the panel (panel row k at panel + k * panel_ld) and of the tile (row n
+// at yt + n * out_ld): sparse_linear passes width for both (its packed panel and tile),
+// sparse_mm the M of y [N, M] as out_ld where y is the tile.
 using SpmmF32Fn = void (*)(const SparseMatrix* w, int64_t n0, int64_t n1, const int64_t* begin,
                            const int64_t* end, int64_t stride, const float* panel, int64_t width,
                            int64_t panel_ld, float* yt, int64_t out_ld, bool accumulate);
