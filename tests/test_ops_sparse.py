@@ -92,6 +92,19 @@ def test_sparse_mm_matches_dense(isa, threads, m, k_block, sparsity):
                                    rtol=1e-5, atol=1e-5)
 
 
+# A b whose rows do not start on cache lines (a view 4 floats into a buffer) is copied into
+# the panel rather than used in place (M = 32, and 64 with 64-column panels at 50%).
+@pytest.mark.parametrize("sparsity", [0.5, 0.85])
+@pytest.mark.parametrize("m", [8, 32, 64])
+def test_sparse_mm_b_off_cache_lines(isa, threads, m, sparsity):
+    w = _pruned(301, 203, sparsity, seed=m)
+    buf = torch.randn(203 * m + 4, generator=torch.Generator().manual_seed(m))
+    b = buf[4:].view(203, m)
+    assert b.data_ptr() % 64 != 0
+    p = ops.sparse_pack(w)
+    _assert_mm_close(ops.sparse_mm(p, b), w, b)
+
+
 def test_sparse_mm_wide_k_inf_and_bad_inputs(isa):
     # int32 indices (K > 65536), and an Inf in b reaching only the rows that hold its column.
     w = torch.zeros(3, 70000)
