@@ -1,0 +1,114 @@
+"""How close sparse_mm is to the floor of its design: the panel-row gathers alone.
+
+A CSR kernel with the output row in registers loads, for every nonzero, the 128-byte row of
+the 32-column panel its column names (M = 32: b itself; M = 256: eight copied slabs). At 99%
+sparsity on a 4096 x 4096 weight those gathers miss L1 and come from L2 at random, and
+bench/native/gather_floor.c does just them, on the pack's own index stream in the op's order.
+Per case, one process, best of ``reps`` back-to-back calls of each (thread CPU time, one
+thread): torch.sparse.mm and scipy on CSR, ``ops.sparse_mm`` on the ``rows=M`` pack, and the
+floor. ``best / floor`` is the highest ratio against the faster baseline that any kernel
+gathering a panel row per nonzero could reach here.
+
+    python bench/gather_floor.py [--reps 20] [--out F.md]
+
+Needs a C compiler (``cc``); builds for the ISA pyquant dispatches to.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+import pyquant
+from pyquant import ops
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_sparse import K, N, _best, _fp32_baselines, make_weight  # noqa: E402
+
+SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "native", "gather_floor.c")
+FLAGS = {"avx512": ["-mavx512f"], "avx512vnni": ["-mavx512f"], "amx": ["-mavx512f"],
+         "avx2": ["-mavx2", "-mfma"]}
+CASES = ((0.9, 32), (0.95, 32), (0.99, 32), (0.95, 256), (0.99, 256))
+
+
+def build(isa: str, workdir: str) -> ctypes.CDLL:
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        raise SystemExit("gather_floor.py needs a C compiler (cc)")
+    lib = os.path.join(workdir, "gather_floor.so")
+    subprocess.run([cc, "-O3", "-shared", "-fPIC", *FLAGS.get(isa, []), SOURCE, "-o", lib],
+                   check=True)
+    so = ctypes.CDLL(lib)
+    so.gather_rows.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
+                               ctypes.c_int64, ctypes.c_void_p]
+    so.gather_rows.restype = None
+    return so
+
+
+def aligned_panels(b: torch.Tensor) -> np.ndarray:
+    """b [K, M] as M / 32 contiguous [K, 32] slabs in one 64-byte-aligned buffer."""
+    k, m = b.shape
+    raw = np.empty(k * m + 16, dtype=np.float32)
+    start = (-raw.ctypes.data % 64) // 4
+    buf = raw[start:start + k * m]
+    for s in range(m // 32):
+        buf[s * k * 32:(s + 1) * k * 32] = b[:, s * 32:(s + 1) * 32].numpy().ravel()
+    return buf
+
+
+def measure(so: ctypes.CDLL, sparsity: float, m: int, reps: int) -> dict:
+    w = make_weight(sparsity)
+    packed = ops.sparse_pack(w, rows=m)
+    if packed.col_idx.dtype != torch.int16:
+        raise SystemExit("the floor reads uint16 column indices (K <= 65536)")
+    x, _, impls = _fp32_baselines(w, m)
+    xt, yt = x.T.contiguous(), torch.empty(N, m)
+    impls["pyquant_sparse_mm_f32"] = lambda: ops.sparse_mm(packed, xt, out=yt)
+    panels, idx = aligned_panels(xt), packed.col_idx.numpy()
+    out = np.empty(32, dtype=np.float32)
+    impls["gather_floor"] = lambda: so.gather_rows(panels.ctypes.data, m // 32, K,
+                                                   idx.ctypes.data, idx.size, out.ctypes.data)
+    t = {name: _best(fn, reps, time.thread_time) for name, fn in impls.items()}
+    t["nnz"] = packed.nnz
+    return t
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--reps", type=int, default=20)
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    pyquant.set_num_threads(1)
+    isa = pyquant.cpu_info()["isa"]
+    with tempfile.TemporaryDirectory() as tmp:
+        so = build(isa, tmp)
+        rows = []
+        for s, m in CASES:
+            t = measure(so, s, m, args.reps)
+            base = min(t["torch_sparse_csr"], t.get("scipy_csr", float("inf")))
+            mm, floor = t["pyquant_sparse_mm_f32"], t["gather_floor"]
+            rows.append(f"| {s:.0%} | {m} | {base * 1e3:.3f} | {mm * 1e3:.3f} | {floor * 1e3:.3f} "
+                        f"| {mm / floor:.2f} | {base / mm:.2f}x | {base / floor:.2f}x |\n")
+            print(rows[-1], end="", flush=True)
+    text = (f"threads=1, isa={isa}, reps={args.reps}\n\n"
+            "| sparsity | M | best(torch.sparse, scipy) ms | sparse_mm ms | gather floor ms "
+            "| sparse_mm / floor | best / sparse_mm | best / floor |\n"
+            "|---|---|---|---|---|---|---|---|\n" + "".join(rows))
+    print(text)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text)
+
+
+if __name__ == "__main__":
+    main()
