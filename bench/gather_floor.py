@@ -3,7 +3,8 @@
 A CSR kernel with the output row in registers loads, for every nonzero, the 128-byte row of
 the 32-column panel its column names (M = 32: b itself; M = 256: eight copied slabs). At 99%
 sparsity on a 4096 x 4096 weight those gathers miss L1 and come from L2 at random, and
-bench/native/gather_floor.c does just them, on the pack's own index stream in the op's order.
+bench/native/gather_floor.c does just them, on the pack's own index stream in the op's order
+(and, as "gather + FMA", with the multiply by each nonzero's weight too).
 Per case, one process, best of ``reps`` back-to-back calls of each (thread CPU time, one
 thread): torch.sparse.mm and scipy on CSR, ``ops.sparse_mm`` on the ``rows=M`` pack, and the
 floor. ``best / floor`` is the highest ratio against the faster baseline that any kernel
@@ -35,8 +36,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_sparse import K, N, _best, _fp32_baselines, make_weight  # noqa: E402
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "native", "gather_floor.c")
-FLAGS = {"avx512": ["-mavx512f"], "avx512vnni": ["-mavx512f"], "amx": ["-mavx512f"],
-         "avx2": ["-mavx2", "-mfma"]}
+FLAGS = {"avx512": ["-mavx512f", "-mfma"], "avx512vnni": ["-mavx512f", "-mfma"],
+         "amx": ["-mavx512f", "-mfma"], "avx2": ["-mavx2", "-mfma"]}
 CASES = ((0.9, 32), (0.95, 32), (0.99, 32), (0.95, 256), (0.99, 256))
 
 
@@ -45,12 +46,16 @@ def build(isa: str, workdir: str) -> ctypes.CDLL:
     if cc is None:
         raise SystemExit("gather_floor.py needs a C compiler (cc)")
     lib = os.path.join(workdir, "gather_floor.so")
-    subprocess.run([cc, "-O3", "-shared", "-fPIC", *FLAGS.get(isa, []), SOURCE, "-o", lib],
-                   check=True)
+    # -ffp-contract=fast: v * row + a as one FMA, as the kernels do
+    subprocess.run([cc, "-O3", "-ffp-contract=fast", "-shared", "-fPIC", *FLAGS.get(isa, []),
+                    SOURCE, "-o", lib], check=True)
     so = ctypes.CDLL(lib)
     so.gather_rows.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
                                ctypes.c_int64, ctypes.c_void_p]
     so.gather_rows.restype = None
+    so.gather_fma.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
+                              ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p]
+    so.gather_fma.restype = None
     return so
 
 
@@ -73,10 +78,13 @@ def measure(so: ctypes.CDLL, sparsity: float, m: int, reps: int) -> dict:
     x, _, impls = _fp32_baselines(w, m)
     xt, yt = x.T.contiguous(), torch.empty(N, m)
     impls["pyquant_sparse_mm_f32"] = lambda: ops.sparse_mm(packed, xt, out=yt)
-    panels, idx = aligned_panels(xt), packed.col_idx.numpy()
+    panels, idx, vals = aligned_panels(xt), packed.col_idx.numpy(), packed.values.numpy()
     out = np.empty(32, dtype=np.float32)
     impls["gather_floor"] = lambda: so.gather_rows(panels.ctypes.data, m // 32, K,
                                                    idx.ctypes.data, idx.size, out.ctypes.data)
+    impls["gather_fma_floor"] = lambda: so.gather_fma(panels.ctypes.data, m // 32, K,
+                                                      idx.ctypes.data, vals.ctypes.data,
+                                                      idx.size, out.ctypes.data)
     t = {name: _best(fn, reps, time.thread_time) for name, fn in impls.items()}
     t["nnz"] = packed.nnz
     return t
@@ -96,14 +104,16 @@ def main() -> None:
         for s, m in CASES:
             t = measure(so, s, m, args.reps)
             base = min(t["torch_sparse_csr"], t.get("scipy_csr", float("inf")))
-            mm, floor = t["pyquant_sparse_mm_f32"], t["gather_floor"]
+            mm, floor, fma = t["pyquant_sparse_mm_f32"], t["gather_floor"], t["gather_fma_floor"]
             rows.append(f"| {s:.0%} | {m} | {base * 1e3:.3f} | {mm * 1e3:.3f} | {floor * 1e3:.3f} "
-                        f"| {mm / floor:.2f} | {base / mm:.2f}x | {base / floor:.2f}x |\n")
+                        f"| {fma * 1e3:.3f} | {mm / floor:.2f} | {mm / fma:.2f} "
+                        f"| {base / mm:.2f}x | {base / floor:.2f}x |\n")
             print(rows[-1], end="", flush=True)
     text = (f"threads=1, isa={isa}, reps={args.reps}\n\n"
             "| sparsity | M | best(torch.sparse, scipy) ms | sparse_mm ms | gather floor ms "
-            "| sparse_mm / floor | best / sparse_mm | best / floor |\n"
-            "|---|---|---|---|---|---|---|---|\n" + "".join(rows))
+            "| gather + FMA ms | sparse_mm / floor | sparse_mm / (gather + FMA) "
+            "| best / sparse_mm | best / floor |\n"
+            "|---|---|---|---|---|---|---|---|---|---|\n" + "".join(rows))
     print(text)
     if args.out:
         with open(args.out, "w") as f:

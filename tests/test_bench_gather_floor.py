@@ -1,5 +1,5 @@
-"""bench/gather_floor.py's floor kernel gathers what the bench says it does: the panel rows its
-index stream names, once per panel, summed (checked against numpy on a small case)."""
+"""bench/gather_floor.py's floor kernels gather what the bench says they do: the panel rows the
+index stream names, once per panel, summed or weighted (checked against numpy, small case)."""
 
 from __future__ import annotations
 
@@ -38,6 +38,11 @@ def test_gather_floor_sums_the_named_rows(tmp_path, m):
     idx = np.random.default_rng(m).integers(0, k, size=1237).astype(np.uint16)
     out = np.empty(32, dtype=np.float32)
     so.gather_rows(panels.ctypes.data, m // 32, k, idx.ctypes.data, idx.size, out.ctypes.data)
-    bn = b.numpy().astype(np.float64)
-    want = sum(bn[idx.astype(np.int64), s * 32:(s + 1) * 32].sum(axis=0) for s in range(m // 32))
+    bn, rows = b.numpy().astype(np.float64), idx.astype(np.int64)
+    want = sum(bn[rows, s * 32:(s + 1) * 32].sum(axis=0) for s in range(m // 32))
+    np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-3)
+    vals = np.random.default_rng(m + 1).standard_normal(idx.size).astype(np.float32)
+    so.gather_fma(panels.ctypes.data, m // 32, k, idx.ctypes.data, vals.ctypes.data, idx.size,
+                  out.ctypes.data)
+    want = sum((vals[:, None] * bn[rows, s * 32:(s + 1) * 32]).sum(axis=0) for s in range(m // 32))
     np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-3)
