@@ -164,6 +164,27 @@ def test_uint16_indices_above_32767(isa):
     _assert_close_f32(ops.sparse_linear(x, p), x, w, None)
 
 
+def test_m1_gathers_split_uint16_indices_above_32767(isa):
+    # M = 1 rows long enough for the vector steps (16 and 8 entries, then the masked tail), with
+    # columns in every 16-bit lane of a 64-bit index load landing above 32767 (AVX2 splits four
+    # uint16 indices out of one load), fp32 and int8.
+    g = torch.Generator().manual_seed(3)
+    w = torch.zeros(4, 65536)
+    for row, n in enumerate((8, 23, 40, 61)):
+        cols = torch.randperm(32768, generator=g)[:n] + 32768
+        cols[::5] = torch.randperm(32768, generator=g)[: cols[::5].numel()]  # a few low ones
+        w[row, cols] = torch.randn(n, generator=g)
+    p = ops.sparse_pack(w, rows=1)
+    assert p.col_idx.dtype == torch.int16
+    x = torch.randn(1, 65536, generator=g)
+    _assert_close_f32(ops.sparse_linear(x, p), x, w, None)
+    q = ops.sparse_pack(w, dtype=torch.int8, rows=1)
+    xq = torch.randint(0, 256, (1, 65536), dtype=torch.uint8, generator=g)
+    zp = torch.randint(0, 256, (1,), dtype=torch.int32, generator=g)
+    wq = torch.round(w / q.scale[:, None]).clamp(-127, 127)
+    assert torch.equal(ops.sparse_q8_accumulate(xq, zp, q).long(), R.sparse_q8_accumulate(xq, zp, wq))
+
+
 def test_all_zero_weight_gives_bias(isa):
     w = torch.zeros(7, 11)
     b = torch.randn(7)

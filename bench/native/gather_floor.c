@@ -24,32 +24,26 @@ static inline vec row_part(const float* p) { return *(const vec*)p; } /* 64-byte
 
 /* panels: n_panels panels of k rows x 32 floats, one after the other (the op's 32-column
  * slabs); idx: the n column indices, gathered once per panel; values: their weights, or NULL
- * (then the rows are only added). out: 32 floats. */
-static void gather(const float* panels, int64_t n_panels, int64_t k, const uint16_t* idx,
-                   const float* values, int64_t n, float* out) {
+ * (then the rows are only added). out: 32 floats. Inlined into both entry points, so the
+ * NULL test folds away and gather_rows has no multiply (v * row with v = 1.0f is row). */
+static inline __attribute__((always_inline)) void gather(const float* panels, int64_t n_panels,
+                                                         int64_t k, const uint16_t* idx,
+                                                         const float* values, int64_t n,
+                                                         float* out) {
   vec a[CHAINS][NV];
   for (int u = 0; u < CHAINS; ++u)
     for (int j = 0; j < NV; ++j) a[u][j] = (vec){0};
   for (int64_t s = 0; s < n_panels; ++s) {
     const float* panel = panels + s * k * 32;
     int64_t p = 0;
-    if (values == 0) {
-      for (; p + CHAINS <= n; p += CHAINS)
+    for (; p + CHAINS <= n; p += CHAINS)
 #pragma GCC unroll 8
-        for (int u = 0; u < CHAINS; ++u) {
-          const float* r = panel + (int64_t)idx[p + u] * 32;
+      for (int u = 0; u < CHAINS; ++u) {
+        const float* r = panel + (int64_t)idx[p + u] * 32;
+        const float v = values ? values[p + u] : 1.0f;
 #pragma GCC unroll 4
-          for (int j = 0; j < NV; ++j) a[u][j] += row_part(r + j * LANES);
-        }
-    } else {
-      for (; p + CHAINS <= n; p += CHAINS)
-#pragma GCC unroll 8
-        for (int u = 0; u < CHAINS; ++u) {
-          const float* r = panel + (int64_t)idx[p + u] * 32;
-#pragma GCC unroll 4
-          for (int j = 0; j < NV; ++j) a[u][j] += values[p + u] * row_part(r + j * LANES);
-        }
-    }
+        for (int j = 0; j < NV; ++j) a[u][j] += v * row_part(r + j * LANES);
+      }
     for (; p < n; ++p) {
       const float* r = panel + (int64_t)idx[p] * 32;
       const float v = values ? values[p] : 1.0f;

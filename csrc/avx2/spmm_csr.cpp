@@ -104,9 +104,9 @@ static inline __m256 gather8(const float* x, const int32_t* i) {
   return _mm256_insertf128_ps(_mm256_castps128_ps256(lo), hi, 1);
 }
 
-// uint16 indices: four per 64-bit load, split by shifts on the integer ALUs (four of them)
-// instead of one load each, since the loads, not the shuffles, were the bound: standalone loop
-// on Zen 3, 0.29 -> 0.26 ns per nonzero.
+// uint16 indices: four per 64-bit load, split by shifts on the integer ALUs, instead of one
+// load each (22 loads per 16 entries instead of 34): standalone loop on Zen 3, 0.29 -> 0.26 ns
+// per nonzero; in the op, 90% 0.60 -> 0.54-0.56 ms (bench/RESULTS.md, session 15).
 static inline __m128 gather4(const float* x, uint64_t q) {
   const __m128 a = _mm_load_ss(x + (q & 0xffff)), b = _mm_load_ss(x + ((q >> 16) & 0xffff));
   const __m128 c = _mm_load_ss(x + ((q >> 32) & 0xffff)), d = _mm_load_ss(x + (q >> 48));
