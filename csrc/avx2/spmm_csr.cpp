@@ -142,7 +142,7 @@ void spmv(const SparseMatrix* w, const I* idx, int64_t n0, int64_t n1, const int
   // Each row's partial vector waits here; eight at a time are reduced and stored together,
   // so a row ends without the dependent shuffle-add chain of its own horizontal sum (Zen 3,
   // rows=1 packs, three alternating process pairs: 99% 0.080 -> 0.074 ms, 95% 0.28 -> 0.27,
-  // 90% unchanged; the int8 kernel below, whose row sum is integer adds, got slower with it).
+  // 90% unchanged).
   __m256 part[8];
   int64_t group = n0;
   for (int64_t n = n0; n < n1; ++n) {
@@ -161,7 +161,6 @@ void spmv(const SparseMatrix* w, const I* idx, int64_t n0, int64_t n1, const int
       a0 = _mm256_fmadd_ps(_mm256_loadu_ps(values + p), gather8(x, idx + p), a0);
       p += 8;
     }
-    float s = 0.0f;
     if (p < end && p + 8 <= total) {
       const __m256 keep = _mm256_castsi256_ps(
           _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int32_t>(end - p)), lanes));
@@ -169,8 +168,12 @@ void spmv(const SparseMatrix* w, const I* idx, int64_t n0, int64_t n1, const int
                            _mm256_and_ps(gather8(x, idx + p), keep), a1);
       p = end;
     }
-    for (; p < end; ++p) s += values[p] * x[idx[p]];
-    part[n - group] = _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_setr_ps(s, 0, 0, 0, 0, 0, 0, 0));
+    if (p < end) {  // only the last 1-7 entries of the whole stream
+      float s = 0.0f;
+      for (; p < end; ++p) s += values[p] * x[idx[p]];
+      a0 = _mm256_add_ps(a0, _mm256_setr_ps(s, 0, 0, 0, 0, 0, 0, 0));
+    }
+    part[n - group] = _mm256_add_ps(a0, a1);
     if (n - group == 7) {
       __m256 sums = hsum8(part);
       if (accumulate) sums = _mm256_add_ps(sums, _mm256_loadu_ps(y + group));
@@ -185,7 +188,9 @@ void spmv(const SparseMatrix* w, const I* idx, int64_t n0, int64_t n1, const int
 // one vpmaddwd with the sign-extended values (the exact products, see kernels.h), one vpaddd.
 // The last 1-7 entries of a run: one step over the next 8 entries of the stream with the
 // values past the run zeroed (integers: the other factor needs no mask); the last 7 entries
-// of the whole stream take the scalar loop.
+// of the whole stream take the scalar loop. Each row keeps its own horizontal sum: the
+// eight-row reduction of spmv made this kernel slower (90% 0.572-0.576 -> 0.594-0.595 ms,
+// Zen 3, three alternating pairs; its row sum is integer adds, no FP latency chain).
 template <typename I>
 void q_spmv(const SparseMatrix* w, const I* idx, int64_t n0, int64_t n1, const int64_t* begin,
             const int64_t* end_p, const int32_t* xz, int32_t* acc, bool accumulate) {
