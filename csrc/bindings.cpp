@@ -36,6 +36,7 @@ PYBIND11_MODULE(_C, m) {
     info["vendor"] = std::string(f.vendor);
     info["detected_isa"] = isa_name(detected_isa());
     info["isa"] = isa_name(kernels().isa);
+    info["hw_gather"] = kernels().hw_gather;
     info["features"] = features;
     info["kernels"] = kernel_names;
     info["num_threads"] = ThreadPool::global().num_threads();
@@ -45,16 +46,17 @@ PYBIND11_MODULE(_C, m) {
 
   m.def(
       "set_isa",
-      [](const std::string& name) {
+      [](const std::string& name, int hw_gather) {
+        require(hw_gather >= -1 && hw_gather <= 1, "hw_gather must be -1, 0 or 1");
         Isa isa;
         if (!parse_isa(name, &isa))
           throw py::value_error("isa must be one of scalar, avx2, avx512, avx512vnni, amx; got '" +
                                 name + "'");
-        if (!set_isa(isa))
+        if (!set_isa(isa, hw_gather))
           throw py::value_error("isa '" + name + "' is not supported by this CPU (it supports up to '" +
                                 isa_name(detected_isa()) + "')");
       },
-      py::arg("isa"));
+      py::arg("isa"), py::arg("hw_gather") = -1);
   m.def("get_isa", [] { return std::string(isa_name(kernels().isa)); });
   m.def("detected_isa", [] { return std::string(isa_name(detected_isa())); });
 

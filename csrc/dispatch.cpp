@@ -3,7 +3,7 @@
 namespace pyquant {
 namespace {
 
-Kernels make_table(Isa isa) {
+Kernels make_table(Isa isa, int hw_gather) {
   Kernels k;
   k.isa = isa;
   // Fill every op from one ISA namespace; a lower namespace stands in where a level adds no
@@ -73,7 +73,9 @@ Kernels make_table(Isa isa) {
   // kernels, which gather with scalar loads and inserts and run on every AVX-512 CPU. The VNNI
   // quad kernel keeps its hardware gather there (one lane brings 4 inputs): it ran 1.6-2.5x
   // faster than the AVX2 insert-gather kernel on the same quad packs at 90-99% on Zen 4.
-  const Isa gather_isa = isa >= Isa::avx512 && !cpu_features().fast_gather ? Isa::avx2 : isa;
+  // hw_gather >= 0 overrides the CPU's choice (tests run both kernels on either vendor).
+  k.hw_gather = isa >= Isa::avx512 && (hw_gather >= 0 ? hw_gather == 1 : cpu_features().fast_gather);
+  const Isa gather_isa = isa >= Isa::avx512 && !k.hw_gather ? Isa::avx2 : isa;
 #define PYQUANT_USE_SPMV(ns, suffix)   \
   PYQUANT_USE(ns, suffix, f32_spmv_csr) \
   PYQUANT_USE(ns, suffix, qs16_spmv_csr)
@@ -121,7 +123,7 @@ Kernels make_table(Isa isa) {
 }
 
 Kernels& table() {
-  static Kernels k = make_table(detected_isa());
+  static Kernels k = make_table(detected_isa(), -1);
   return k;
 }
 
@@ -129,9 +131,9 @@ Kernels& table() {
 
 const Kernels& kernels() { return table(); }
 
-bool set_isa(Isa isa) {
+bool set_isa(Isa isa, int hw_gather) {
   if (static_cast<int>(isa) > static_cast<int>(detected_isa())) return false;
-  table() = make_table(isa);
+  table() = make_table(isa, hw_gather);
   return true;
 }
 

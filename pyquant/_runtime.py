@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 
 from pyquant import _C
@@ -32,15 +34,26 @@ def supported_isas() -> list:
     return list(ISA_LEVELS[: ISA_LEVELS.index(_C.detected_isa()) + 1])
 
 
-def set_isa(isa: str) -> None:
+def set_isa(isa: str, *, hw_gather: Optional[bool] = None) -> None:
     """Use the kernels of ``isa`` ("scalar", "avx2", "avx512", "avx512vnni", "amx") from now on.
 
     Only a level the CPU supports can be chosen; this is how tests exercise lower paths.
 
+    Args:
+        isa: the level.
+        hw_gather: at the AVX-512 levels, the sparse M = 1 kernels (fp32 and int8 pairs) gather
+            with the hardware gather instructions (True) or with AVX2 scalar loads and inserts
+            (False). None (default): hardware gathers except on AMD, whose Zen 4 microcodes
+            them (``cpu_info()["features"]["fast_gather"]``). Also a choice for Intel CPUs
+            whose microcode slows gathers down (the Gather Data Sampling mitigation).
+
     Raises:
         ValueError: unknown name, or a level above what the CPU supports.
+        TypeError: hw_gather is not None or a bool.
     """
-    _C.set_isa(str(isa))
+    if hw_gather is not None and not isinstance(hw_gather, bool):
+        raise TypeError(f"hw_gather must be None or a bool, got {hw_gather!r}")
+    _C.set_isa(str(isa), -1 if hw_gather is None else int(hw_gather))
 
 
 def set_num_threads(n: int) -> None:

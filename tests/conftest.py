@@ -9,6 +9,11 @@ import pytest
 import pyquant
 
 SUPPORTED_ISAS = pyquant.supported_isas()
+# The sparse M = 1 kernels gather: at the AVX-512 levels with the hardware gather or the AVX2
+# insert-gather code, by vendor. Both run here, whichever the CPU picks by default.
+_FAST_GATHER = pyquant.cpu_info()["features"]["fast_gather"]
+GATHER_CHOICES = [(isa, None) for isa in SUPPORTED_ISAS] + [
+    (isa, not _FAST_GATHER) for isa in SUPPORTED_ISAS if isa in ("avx512", "avx512vnni", "amx")]
 
 # The property tests draw whole arrays (up to ~40 x 100 values): hypothesis's health checks on
 # the size and speed of generation are about the strategies' cost, not the code under test, and
@@ -42,6 +47,18 @@ def pytest_configure(config):
 def isa(request):
     """Run the test with the kernels of one ISA, then restore the best one."""
     pyquant.set_isa(request.param)
+    yield request.param
+    pyquant.set_isa(SUPPORTED_ISAS[-1])
+
+
+@pytest.fixture(params=GATHER_CHOICES,
+                ids=[i if g is None else f"{i}-{'hw' if g else 'avx2'}gather"
+                     for i, g in GATHER_CHOICES])
+def gather_isa(request):
+    """As ``isa``, and at the AVX-512 levels also with the M = 1 gather kernels the CPU does not
+    pick by default. Yields (isa, hw_gather) with hw_gather None for the default."""
+    isa, hw_gather = request.param
+    pyquant.set_isa(isa, hw_gather=hw_gather)
     yield request.param
     pyquant.set_isa(SUPPORTED_ISAS[-1])
 

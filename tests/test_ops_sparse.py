@@ -164,7 +164,7 @@ def test_uint16_indices_above_32767(isa):
     _assert_close_f32(ops.sparse_linear(x, p), x, w, None)
 
 
-def test_m1_gathers_split_uint16_indices_above_32767(isa):
+def test_m1_gathers_split_uint16_indices_above_32767(gather_isa):
     # M = 1 rows long enough for the vector steps (16 and 8 entries, then the masked tail), with
     # columns in every 16-bit lane of a 64-bit index load landing above 32767 (AVX2 splits four
     # uint16 indices out of one load), fp32 and int8.
@@ -350,7 +350,7 @@ def test_blocked_matches_reference(isa, m, k_block):
                        R.sparse_q8_accumulate(xq, zp, wq))
 
 
-def test_spmv_tail_next_to_inf_entries(isa):
+def test_spmv_tail_next_to_inf_entries(gather_isa):
     # The masked tail step of the M = 1 kernel reads the next run's entries: an Inf there (in
     # x at their columns) must not reach this row's sum.
     w = torch.zeros(3, 40)
@@ -363,6 +363,27 @@ def test_spmv_tail_next_to_inf_entries(isa):
         p = ops.sparse_pack(w, k_block=kb)
         y = ops.sparse_linear(x, p)
         assert float(y[0, 0]) == 5.0 and float(y[0, 1]) == float("inf")
+
+
+@pytest.mark.parametrize("n,k", SHAPES + [(70, 4100)])
+@pytest.mark.parametrize("sparsity", [0.3, 0.9])
+@pytest.mark.parametrize("k_block", [None, 40])
+def test_m1_kernels_match_reference(gather_isa, n, k, sparsity, k_block):
+    # Both M = 1 gather kernels (fp32 and int8 pairs) whichever the CPU picks by default: runs
+    # of every length around the 16 / 32-entry steps, one K block or several.
+    w = _pruned(n, k, sparsity, seed=n + k)
+    g = torch.Generator().manual_seed(k)
+    x = torch.randn(1, k, generator=g)
+    b = torch.randn(n, generator=g)
+    _assert_close_f32(ops.sparse_linear(x, ops.sparse_pack(w, rows=1, k_block=k_block), b),
+                      x, w, b)
+    q = ops.sparse_pack(w, dtype=torch.int8, rows=1, k_block=k_block)
+    assert not q.is_quads  # the pair kernel (qs16_spmv_csr)
+    wq = torch.round(w / q.scale[:, None]).clamp(-127, 127)
+    xq = torch.randint(0, 256, (1, k), dtype=torch.uint8, generator=g)
+    zp = torch.randint(0, 256, (1,), dtype=torch.int32, generator=g)
+    assert torch.equal(ops.sparse_q8_accumulate(xq, zp, q).long(),
+                       R.sparse_q8_accumulate(xq, zp, wq))
 
 
 # ------------------------------------------------------------------ int8
@@ -496,17 +517,22 @@ def test_corrupt_packs_are_rejected():
         dataclasses.replace(q, scale=-q.scale)
 
 
-def test_kernel_names_in_cpu_info(isa):
-    names = pyquant.cpu_info()["kernels"]
+def test_kernel_names_in_cpu_info(gather_isa):
+    isa, hw_gather = gather_isa
+    info = pyquant.cpu_info()
+    names = info["kernels"]
     suffix = isa if isa not in ("avx512vnni", "amx") else "avx512"
     assert names["f32_spmm_csr"] == f"f32_spmm_csr__{suffix}"
     # VNNI (and AMX, which has no sparse use) take the vpdpwssd int8 kernel.
     q8_suffix = "avx512vnni" if isa in ("avx512vnni", "amx") else suffix
     assert names["qs16_spmm_csr"] == f"qs16_spmm_csr__{q8_suffix}"
     # M = 1, fp32 and int8 pairs: the AVX-512 gather kernels from AVX-512 up where the hardware
-    # gather is fast, else (AMD) the AVX2 insert-gather ones; the quad one needs VNNI.
-    fast_gather = pyquant.cpu_info()["features"]["fast_gather"]
-    gather_suffix = suffix if fast_gather or isa in ("scalar", "avx2") else "avx2"
+    # gather is fast (or hw_gather=True), else (AMD, or hw_gather=False) the AVX2 insert-gather
+    # ones; the quad one needs VNNI.
+    hw = info["features"]["fast_gather"] if hw_gather is None else hw_gather
+    avx512_up = isa not in ("scalar", "avx2")
+    assert info["hw_gather"] == (hw and avx512_up)
+    gather_suffix = suffix if hw or not avx512_up else "avx2"
     assert names["f32_spmv_csr"] == f"f32_spmv_csr__{gather_suffix}"
     assert names["qs16_spmv_csr"] == f"qs16_spmv_csr__{gather_suffix}"
     assert names.get("qu8x4_spmv_csr") == ("qu8x4_spmv_csr__avx512vnni"

@@ -40,6 +40,7 @@ struct Kernels {
   SpmmQu8x4TileFn qu8x4_spmm_tiles = nullptr;  // likewise
   GemmU8S8Fn qu8qs8_gemm = nullptr;
   GemmU8S8Fn qu7qs8_gemm = nullptr;  // A <= 128 only; the general kernel where no faster one
+  bool hw_gather = false;  // the M = 1 gather kernels are the AVX-512 ones
   // (op, kernel) pairs, e.g. ("f32_qs8_quantize", "f32_qs8_quantize__avx2"), for cpu_info().
   std::vector<std::pair<std::string, std::string>> names;
 };
@@ -48,7 +49,9 @@ struct Kernels {
 const Kernels& kernels();
 
 // Refill the table for `isa`. Returns false (and changes nothing) if the CPU lacks it.
-// Not safe to call while kernels run on other threads.
-bool set_isa(Isa isa);
+// hw_gather picks the M = 1 gather kernels at the AVX-512 levels: 1 the hardware-gather ones,
+// 0 the AVX2 insert-gather ones, -1 as the CPU's fast_gather says (cpu.h). Not safe to call
+// while kernels run on other threads.
+bool set_isa(Isa isa, int hw_gather = -1);
 
 }  // namespace pyquant
