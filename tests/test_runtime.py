@@ -25,6 +25,9 @@ def test_cpu_info_names_a_kernel_for_every_op():
     assert all(name.startswith(op + "__") for op, name in kernels.items())
 
 
+_default_kernels = pyquant.cpu_info()["kernels"]
+
+
 @pytest.mark.parametrize("isa_name", SUPPORTED_ISAS)
 def test_set_isa_switches_kernels(isa_name):
     try:
@@ -46,6 +49,20 @@ def test_set_isa_refuses_unknown_and_higher_levels():
         with pytest.raises(ValueError, match="not supported by this CPU"):
             pyquant.set_isa(name)
     assert pyquant.cpu_info()["isa"] == SUPPORTED_ISAS[-1]
+    with pytest.raises(TypeError, match="hw_gather must be None or a bool"):
+        pyquant.set_isa(SUPPORTED_ISAS[-1], hw_gather=1)
+    with pytest.raises(ValueError, match="hw_gather must be -1, 0 or 1"):
+        pyquant._C.set_isa(SUPPORTED_ISAS[-1], 2)
+    assert pyquant.cpu_info()["kernels"] == _default_kernels
+
+
+def test_set_isa_without_hw_gather_restores_the_vendor_default():
+    try:
+        pyquant.set_isa(SUPPORTED_ISAS[-1], hw_gather=True)
+        pyquant.set_isa(SUPPORTED_ISAS[-1])
+        assert pyquant.cpu_info()["kernels"] == _default_kernels
+    finally:
+        pyquant.set_isa(SUPPORTED_ISAS[-1])
 
 
 def _isa_in_subprocess(value):
