@@ -8,7 +8,11 @@ bench/native/gather_floor.c does just them, on the pack's own index stream in th
 Per case, one process, best of ``reps`` back-to-back calls of each (thread CPU time, one
 thread): torch.sparse.mm and scipy on CSR, ``ops.sparse_mm`` on the ``rows=M`` pack, and the
 floor. ``best / floor`` is the highest ratio against the faster baseline that any kernel
-gathering a panel row per nonzero could reach here.
+gathering a panel row per nonzero could reach here. "in order" runs the floor's loop over as
+many panel rows read in sequence (row i of the stream is row i mod K): the same bytes at the
+rate the caches stream a whole panel (from L2 once it outgrows L1). The pack's K blocks let
+part of the op's gathers hit L1, so the floor can be below it; a kernel faster than "in
+order" must read the panel faster than L2 streams it.
 
     python bench/gather_floor.py [--reps 20] [--out F.md]
 
@@ -80,12 +84,16 @@ def measure(so: ctypes.CDLL, sparsity: float, m: int, reps: int) -> dict:
     xt, yt = x.T.contiguous(), torch.empty(N, m)
     impls["pyquant_sparse_mm_f32"] = lambda: ops.sparse_mm(packed, xt, out=yt)
     panels, idx, vals = aligned_panels(xt), packed.col_idx.numpy(), packed.values.numpy()
+    in_order = (np.arange(idx.size) % K).astype(np.uint16)
     out = np.empty(32, dtype=np.float32)
     impls["gather_floor"] = lambda: so.gather_rows(panels.ctypes.data, m // 32, K,
                                                    idx.ctypes.data, idx.size, out.ctypes.data)
     impls["gather_fma_floor"] = lambda: so.gather_fma(panels.ctypes.data, m // 32, K,
                                                       idx.ctypes.data, vals.ctypes.data,
                                                       idx.size, out.ctypes.data)
+    impls["gather_in_order"] = lambda: so.gather_rows(panels.ctypes.data, m // 32, K,
+                                                      in_order.ctypes.data, idx.size,
+                                                      out.ctypes.data)
     t = {name: _best(fn, reps, time.thread_time) for name, fn in impls.items()}
     t["nnz"] = packed.nnz
     return t
@@ -106,15 +114,16 @@ def main() -> None:
             t = measure(so, s, m, args.reps)
             base = min(t["torch_sparse_csr"], t.get("scipy_csr", float("inf")))
             mm, floor, fma = t["pyquant_sparse_mm_f32"], t["gather_floor"], t["gather_fma_floor"]
+            seq = t["gather_in_order"]
             rows.append(f"| {s:.0%} | {m} | {base * 1e3:.3f} | {mm * 1e3:.3f} | {floor * 1e3:.3f} "
-                        f"| {fma * 1e3:.3f} | {mm / floor:.2f} | {mm / fma:.2f} "
+                        f"| {fma * 1e3:.3f} | {seq * 1e3:.3f} | {mm / floor:.2f} | {mm / fma:.2f} "
                         f"| {base / mm:.2f}x | {base / floor:.2f}x |\n")
             print(rows[-1], end="", flush=True)
     text = (f"threads=1, isa={isa}, reps={args.reps}\n\n"
             "| sparsity | M | best(torch.sparse, scipy) ms | sparse_mm ms | gather floor ms "
-            "| gather + FMA ms | sparse_mm / floor | sparse_mm / (gather + FMA) "
+            "| gather + FMA ms | in order ms | sparse_mm / floor | sparse_mm / (gather + FMA) "
             "| best / sparse_mm | best / floor |\n"
-            "|---|---|---|---|---|---|---|---|---|---|\n" + "".join(rows))
+            "|---|---|---|---|---|---|---|---|---|---|---|\n" + "".join(rows))
     print(text)
     if args.out:
         with open(args.out, "w") as f:
