@@ -14,7 +14,7 @@ rate the caches stream a whole panel (from L2 once it outgrows L1). The pack's K
 part of the op's gathers hit L1, so the floor can be below it; a kernel faster than "in
 order" must read the panel faster than L2 streams it.
 
-    python bench/gather_floor.py [--reps 20] [--out F.md]
+    python bench/gather_floor.py [--reps 20] [--cases 0.7:32,0.8:32] [--out F.md]
 
 Needs a C compiler (``cc``); builds for the ISA pyquant dispatches to.
 """
@@ -103,6 +103,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--cases", default=None,
+                    help="sparsity:M pairs, comma-separated (default: the five of RESULTS.md)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     pyquant.set_num_threads(1)
@@ -110,7 +112,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         so = build(isa, tmp)
         rows = []
-        for s, m in CASES:
+        cases = CASES if args.cases is None else [
+            (float(c.split(":")[0]), int(c.split(":")[1])) for c in args.cases.split(",")]
+        for s, m in cases:
             t = measure(so, s, m, args.reps)
             base = min(t["torch_sparse_csr"], t.get("scipy_csr", float("inf")))
             mm, floor, fma = t["pyquant_sparse_mm_f32"], t["gather_floor"], t["gather_fma_floor"]
